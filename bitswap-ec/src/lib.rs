@@ -1,0 +1,2 @@
+//! Bitswap and erasure coding for tessera.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! Content-addressed block store for tessera.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! The tessera IPFS Cluster peer. Nothing here yet: see the issue "Cluster peer".
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! The tessera IPFS node.
+#![warn(missing_docs)]

@@ -1,0 +1,1 @@
+//! Harness for tests that start real `tessera` processes.
