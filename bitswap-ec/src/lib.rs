@@ -1,2 +1,4 @@
 //! Bitswap and erasure coding for tessera.
 #![warn(missing_docs)]
+
+pub mod bitswap;
