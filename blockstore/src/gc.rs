@@ -48,6 +48,8 @@ pub struct GcGuard<'a> {
 pub struct GcReport {
     /// Blocks deleted.
     pub blocks_removed: u64,
+    /// The CIDs of the deleted blocks, in deletion order (`ipfs repo gc` prints them).
+    pub removed: Vec<Cid>,
     /// Bytes of the deleted blocks.
     pub bytes_removed: u64,
     /// Blocks kept because a pin reaches them.
@@ -210,11 +212,15 @@ impl Blockstore {
     }
 
     fn delete_batch(&self, cids: Vec<Cid>, report: &mut GcReport) -> Result<(), GcError> {
+        let asked = cids.clone();
         let reply = self.send(|reply| Request::Delete { cids, reply })?;
         let removed = reply.recv().map_err(|_| GcError::Closed)??;
-        for len in removed.into_iter().flatten() {
-            report.blocks_removed += 1;
-            report.bytes_removed += len;
+        for (cid, len) in asked.into_iter().zip(removed) {
+            if let Some(len) = len {
+                report.blocks_removed += 1;
+                report.bytes_removed += len;
+                report.removed.push(cid);
+            }
         }
         Ok(())
     }

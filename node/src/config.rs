@@ -6,6 +6,7 @@
 
 mod keys;
 mod size;
+mod value;
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyError, get_key, set_key};
 pub use size::parse_size;
+pub use value::parse_value;
 
 /// Why the config file could not be used.
 #[derive(Debug, thiserror::Error)]

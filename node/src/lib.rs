@@ -1,2 +1,24 @@
-//! The tessera IPFS node.
+//! The tessera IPFS node: what `ipfs daemon` is for Kubo.
+//!
+//! A node owns a repo folder ([`Repo`]: config, identity, blockstore), imports and exports UnixFS,
+//! serves the Kubo RPC API and the HTTP gateway, and (with the swarm) exchanges blocks over Bitswap.
+//! The cluster crate sits above and reaches the node only through the traits defined here.
 #![warn(missing_docs)]
+
+mod addr;
+pub mod adder;
+mod api;
+pub mod config;
+pub mod daemon;
+mod dag;
+mod gateway;
+pub mod ipld;
+mod node;
+mod repo;
+pub mod unixfs;
+
+pub use addr::{multiaddr_to_socket, socket_to_multiaddr};
+pub use config::{Config, ConfigError};
+pub use dag::{DagService, Fetcher};
+pub use node::{ConfigChangeError, Node, set_config_key};
+pub use repo::{Repo, RepoError, default_repo_path};

@@ -1,1 +1,253 @@
-//! Harness for tests that start real `tessera` processes.
+//! Harness for tests that start real `tessera` processes: build the binary once, make repos in
+//! temporary folders, start daemons on free ports, run client commands, and wait for conditions
+//! with deadlines (never sleep-and-hope).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// The repo root (the workspace folder).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Path of the `tessera` binary, built on first use (debug profile, same target dir as the tests),
+/// or `$TESSERA_BIN` if set.
+pub fn tessera_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("TESSERA_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-p", "tessera", "--bin", "tessera", "--message-format=json-render-diagnostics"])
+            .current_dir(workspace_root())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cannot run cargo build for the tessera binary");
+        assert!(out.status.success(), "building the tessera binary failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "tessera")
+            .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .next_back()
+            .expect("cargo did not report the tessera executable")
+    })
+    .clone()
+}
+
+/// Installs the pinned external peers (Kubo in a venv, npm packages) if they are missing.
+pub fn setup_peers() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(workspace_root().join("tests/setup-peers.sh"))
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() { Ok(()) } else { Err(format!("tests/setup-peers.sh failed: {status}")) }
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A repo folder, with or without a running daemon.
+pub struct Node {
+    /// Holds the temporary folder.
+    pub dir: tempfile::TempDir,
+    /// The repo folder.
+    pub repo: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    /// `tessera init` in a new temporary folder, with every listener on a free loopback port.
+    pub fn init() -> Result<Node> {
+        let dir = tempfile::tempdir()?;
+        let repo = dir.path().join("repo");
+        let node = Node { dir, repo, daemon: None };
+        node.ok(&["init"])?;
+        node.ok(&["config", "Addresses.API", "/ip4/127.0.0.1/tcp/0"])?;
+        node.ok(&["config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/0"])?;
+        node.ok(&["config", "--json", "Addresses.Swarm", r#"["/ip4/127.0.0.1/tcp/0"]"#])?;
+        Ok(node)
+    }
+
+    /// `init` then `daemon`, waiting until the API answers.
+    pub fn start() -> Result<Node> {
+        let mut n = Node::init()?;
+        n.start_daemon()?;
+        Ok(n)
+    }
+
+    /// Starts `tessera daemon` on this repo and waits for its API.
+    pub fn start_daemon(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("daemon.log"))?;
+        let child = Command::new(tessera_bin())
+            .arg("daemon")
+            .env("TESSERA_PATH", &self.repo)
+            .env("TESSERA_LOG", "info,tessera=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start tessera daemon")?;
+        self.daemon = Some(child);
+        let api_file = self.repo.join("api");
+        wait_for("the daemon's API file", Duration::from_secs(60), || {
+            if let Some(c) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Some(Err(anyhow!("daemon exited early with {status}: {}", self.log())));
+                }
+            }
+            api_file.exists().then_some(Ok(()))
+        })??;
+        wait_for("the API to answer", Duration::from_secs(30), || {
+            reqwest::blocking::Client::new().post(format!("{}/version", self.api_url().ok()?)).send().ok()
+        })?;
+        Ok(())
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.daemon.take() {
+            let pid = c.id().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status()?;
+            let status = wait_for("the daemon to exit", Duration::from_secs(30), || c.try_wait().ok().flatten())?;
+            if !status.success() {
+                bail!("daemon exited with {status}: {}", self.log());
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.daemon.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    fn read_addr(&self, file: &str) -> Result<String> {
+        let ma = std::fs::read_to_string(self.repo.join(file)).with_context(|| format!("no {file} file: is the daemon up?"))?;
+        let sock = tessera_node_addr(ma.trim())?;
+        Ok(sock)
+    }
+
+    /// `http://127.0.0.1:PORT/api/v0`.
+    pub fn api_url(&self) -> Result<String> {
+        Ok(format!("http://{}/api/v0", self.read_addr("api")?))
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn gateway_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.read_addr("gateway")?))
+    }
+
+    /// Runs `tessera ARGS` against this repo.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        self.run_with_stdin(args, None)
+    }
+
+    /// Runs `tessera ARGS` with bytes on stdin.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
+        let mut cmd = Command::new(tessera_bin());
+        cmd.args(args).env("TESSERA_PATH", &self.repo).current_dir(self.dir.path());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot run tessera")?;
+        if let Some(data) = stdin {
+            use std::io::Write;
+            let mut s = child.stdin.take().context("no stdin")?;
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = s.write_all(&data);
+            });
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        if !out.status.success() {
+            bail!(
+                "`tessera {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a command that must fail with exit code 1; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
+        if out.status.code() != Some(1) {
+            bail!(
+                "`tessera {}` should have failed with code 1, got {}: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn tessera_node_addr(ma: &str) -> Result<String> {
+    // /ip4/A/tcp/P
+    let parts: Vec<&str> = ma.split('/').collect();
+    match parts.as_slice() {
+        ["", "ip4", ip, "tcp", port] => Ok(format!("{ip}:{port}")),
+        ["", "ip6", ip, "tcp", port] => Ok(format!("[{ip}]:{port}")),
+        _ => bail!("unexpected address {ma}"),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so that failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -13,8 +13,6 @@ pub(crate) enum ErrorKind {
     Normal,
     /// Code 1, HTTP 400: the request is malformed (bad CID, missing argument, bad option).
     Client,
-    /// Code 4, HTTP 403.
-    Forbidden,
 }
 
 /// An error answered with Kubo's body.
@@ -56,7 +54,6 @@ impl ApiError {
         self.status.unwrap_or(match self.kind {
             ErrorKind::Normal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Client => StatusCode::BAD_REQUEST,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         })
     }
 
@@ -64,7 +61,6 @@ impl ApiError {
         match self.kind {
             ErrorKind::Normal => 0,
             ErrorKind::Client => 1,
-            ErrorKind::Forbidden => 4,
         }
     }
 }

@@ -1,0 +1,66 @@
+//! The Kubo RPC API (`/api/v0/...`): same paths, methods (POST only), parameter names, JSON field
+//! names and error bodies as Kubo, so that `kubo-rpc-client`, `aioipfs` and curl scripts written for
+//! Kubo work unchanged.
+
+mod add;
+mod args;
+mod block;
+mod config;
+mod dag;
+mod dag_json;
+mod error;
+mod files;
+mod info;
+mod pin;
+mod refs;
+mod repo;
+mod resolve;
+mod stream;
+mod tar;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::node::Node;
+
+/// The API's routes over a node.
+pub(crate) fn router(node: Node) -> Router {
+    Router::new()
+        .route("/api/v0/add", post(add::add))
+        .route("/api/v0/cat", post(files::cat))
+        .route("/api/v0/get", post(files::get))
+        .route("/api/v0/ls", post(files::ls))
+        .route("/api/v0/block/put", post(block::put))
+        .route("/api/v0/block/get", post(block::get))
+        .route("/api/v0/block/stat", post(block::stat))
+        .route("/api/v0/block/rm", post(block::rm))
+        .route("/api/v0/dag/get", post(dag::get))
+        .route("/api/v0/dag/put", post(dag::put))
+        .route("/api/v0/dag/export", post(dag::export))
+        .route("/api/v0/dag/import", post(dag::import))
+        .route("/api/v0/dag/stat", post(dag::stat))
+        .route("/api/v0/pin/add", post(pin::add))
+        .route("/api/v0/pin/rm", post(pin::rm))
+        .route("/api/v0/pin/ls", post(pin::ls))
+        .route("/api/v0/pin/update", post(pin::update))
+        .route("/api/v0/refs", post(refs::refs))
+        .route("/api/v0/refs/local", post(refs::local))
+        .route("/api/v0/repo/stat", post(repo::stat))
+        .route("/api/v0/repo/gc", post(repo::gc))
+        .route("/api/v0/id", post(info::id))
+        .route("/api/v0/version", post(info::version))
+        .route("/api/v0/config", post(config::config))
+        .route("/api/v0/config/show", post(config::show))
+        .fallback(unknown)
+        // Uploads stream through the importer; their size is bounded by the disk, not by memory.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+async fn unknown(uri: Uri) -> Response {
+    error::ApiError::not_found(format!("unknown command: \"{}\"", uri.path().trim_start_matches("/api/v0/")))
+        .into_response()
+}

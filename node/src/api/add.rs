@@ -1,0 +1,218 @@
+//! `add`: a multipart upload of files and directories, imported as `ipfs add` would, answered with
+//! Kubo's NDJSON (`{"Name","Hash","Size"}` per entry, `{"Name","Bytes"}` progress).
+//!
+//! The answer starts streaming while the upload is still arriving. Events wait in a queue that the
+//! response drains; it is not bounded by a count because a client that sends the whole body before
+//! reading (most HTTP/1.1 clients) would otherwise deadlock the upload, but it holds one small event
+//! per entry (progress events are coalesced), so it grows with the number of files, not their bytes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
+use axum::response::Response;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::args::{Args, percent_decode};
+use super::block::multipart;
+use super::error::{ApiError, ApiResult};
+use super::stream::ndjson;
+use crate::adder::{self, AddEvent, AddInput, AddOptions, EventSink};
+use crate::node::Node;
+use crate::unixfs::ImportOptions;
+
+#[derive(Default)]
+struct Queue {
+    items: Mutex<(VecDeque<AddEvent>, bool)>,
+    ready: Notify,
+}
+
+/// The pipeline's end of the queue: there is exactly one, and dropping it (when the pipeline ends)
+/// tells the response that no more events will come.
+struct QueueSink(Arc<Queue>);
+
+impl EventSink for QueueSink {
+    fn send(&mut self, event: AddEvent) -> bool {
+        let Ok(mut q) = self.0.items.lock() else { return false };
+        if let (AddEvent::Progress { name, .. }, Some(AddEvent::Progress { name: last, .. })) = (&event, q.0.back()) {
+            if name == last {
+                q.0.pop_back();
+            }
+        }
+        q.0.push_back(event);
+        drop(q);
+        self.0.ready.notify_one();
+        true
+    }
+}
+
+impl Drop for QueueSink {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.0.items.lock() {
+            q.1 = true;
+        }
+        self.0.ready.notify_one();
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Added {
+    name: String,
+    hash: String,
+    size: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Progress {
+    name: String,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line {
+    Added(Added),
+    Progress(Progress),
+}
+
+fn options(args: &Args) -> ApiResult<AddOptions> {
+    let mut import = ImportOptions::default();
+    if let Some(v) = args.number::<u64>("cid-version")? {
+        import.cid_version = adder::parse_cid_version(v).map_err(ApiError::client)?;
+    }
+    if args.get("raw-leaves").is_some() {
+        import.raw_leaves = Some(args.flag("raw-leaves", false)?);
+    }
+    if let Some(c) = args.get("chunker") {
+        import.chunk_size = adder::parse_chunker(c).map_err(ApiError::client)?;
+    }
+    import.validate().map_err(ApiError::client)?;
+    if args.flag("trickle", false)? {
+        return Err(ApiError::client("the trickle layout is not supported; tessera builds Kubo's balanced layout"));
+    }
+    if let Some(h) = args.get("hash").filter(|h| *h != "sha2-256") {
+        return Err(ApiError::client(format!("unsupported hash function \"{h}\": tessera hashes with sha2-256")));
+    }
+    if args.flag("inline", false)? {
+        return Err(ApiError::client("inline CIDs are not supported"));
+    }
+    Ok(AddOptions {
+        import,
+        wrap: args.flag("wrap-with-directory", false)?,
+        only_hash: args.flag("only-hash", false)?,
+        pin: args.flag("pin", true)?,
+        progress: args.flag("progress", false)?,
+    })
+}
+
+pub(crate) async fn add(
+    State(node): State<Node>,
+    args: Args,
+    body: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut body = multipart(body)?;
+    let opts = options(&args)?;
+    let quiet_progress = !opts.progress;
+    let queue = Arc::new(Queue::default());
+    let input = adder::start(node.store().clone(), opts, QueueSink(queue.clone())).map_err(ApiError::normal)?;
+
+    // Feed the pipeline from the upload on a task of its own, so the response can stream meanwhile.
+    tokio::spawn(async move {
+        let outcome = feed(&mut body, &input).await;
+        if let Err(why) = outcome {
+            let input = input.clone();
+            let _ = tokio::task::spawn_blocking(move || input.send(AddInput::Abort(why))).await;
+        }
+    });
+
+    let events = futures::stream::unfold(queue, move |queue| async move {
+        loop {
+            let next = {
+                let Ok(mut q) = queue.items.lock() else { return None };
+                match q.0.pop_front() {
+                    Some(e) => Some(e),
+                    None if q.1 => return None,
+                    None => None,
+                }
+            };
+            match next {
+                Some(AddEvent::Added { name, cid, size }) => {
+                    let line = Line::Added(Added { name, hash: cid.to_string(), size: size.to_string() });
+                    return Some((Ok(line), queue));
+                }
+                Some(AddEvent::Progress { name, bytes }) => {
+                    if quiet_progress {
+                        continue;
+                    }
+                    return Some((Ok(Line::Progress(Progress { name, bytes })), queue));
+                }
+                Some(AddEvent::Failed(why)) => return Some((Err(ApiError::normal(why)), queue)),
+                None => queue.ready.notified().await,
+            }
+        }
+    });
+    Ok(ndjson(events))
+}
+
+/// Moves the multipart upload into the pipeline. Blocking sends run on the blocking pool so that
+/// back-pressure from the disk never blocks an async worker.
+async fn feed(body: &mut Multipart, input: &std::sync::mpsc::SyncSender<AddInput>) -> Result<(), String> {
+    let send = |msg: AddInput| {
+        let input = input.clone();
+        async move {
+            tokio::task::spawn_blocking(move || input.send(msg))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|_| "the import stopped".to_string())
+        }
+    };
+    while let Some(mut field) = body.next_field().await.map_err(|e| format!("bad multipart upload: {e}"))? {
+        let name = field.file_name().map(percent_decode).unwrap_or_default();
+        let name = clean_path(&name)?;
+        let kind = field.content_type().unwrap_or("application/octet-stream").to_string();
+        match kind.as_str() {
+            "application/x-directory" => send(AddInput::Directory(name)).await?,
+            "application/symlink" => {
+                let target = field.text().await.map_err(|e| format!("bad multipart upload: {e}"))?;
+                send(AddInput::Symlink(name, target)).await?;
+            }
+            _ => {
+                send(AddInput::FileStart(name)).await?;
+                while let Some(chunk) = field.chunk().await.map_err(|e| format!("upload broke off: {e}"))? {
+                    send(AddInput::Data(chunk)).await?;
+                }
+                send(AddInput::FileEnd).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Normalises an uploaded path: no leading `/`, no `.` or `..` parts, no empty parts.
+fn clean_path(name: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => return Err(format!("invalid file name \"{name}\": \"..\" is not allowed")),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(clean_path("/a//b/./c").unwrap(), "a/b/c");
+        assert_eq!(clean_path("").unwrap(), "");
+        assert!(clean_path("a/../b").is_err());
+    }
+}

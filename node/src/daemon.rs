@@ -1,0 +1,139 @@
+//! `tessera daemon`: open the repo, serve the Kubo RPC API and the gateway until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tessera_blockstore::Blockstore;
+
+use crate::addr::{multiaddr_to_socket, socket_to_multiaddr};
+use crate::dag::DagService;
+use crate::node::Node;
+use crate::repo::{Repo, RepoError};
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The repo is missing, locked or broken.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The blockstore could not be opened.
+    #[error("cannot open the blockstore: {0}")]
+    Blockstore(String),
+    /// A listen address is malformed.
+    #[error("config key {key}: {message}")]
+    Address {
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}; is another daemon using that port? Change it with `tessera config {key} /ip4/127.0.0.1/tcp/PORT`")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server failed while running.
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// Where a started daemon listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    /// The Kubo RPC API.
+    pub api: SocketAddr,
+    /// The gateway.
+    pub gateway: SocketAddr,
+}
+
+/// Runs the daemon until `shutdown` completes; `started` is told where it listens.
+pub async fn run(
+    mut repo: Repo,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    started: impl FnOnce(&Node, &Listening),
+) -> Result<(), DaemonError> {
+    repo.lock()?;
+    let keypair = repo.keypair()?;
+    let config = repo.config().clone();
+    let blocks_path = repo.blocks_path();
+    let store_config = tessera_blockstore::Config {
+        verify_on_read: config.datastore.verify_on_read,
+        ..tessera_blockstore::Config::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Blockstore::open(&blocks_path, store_config))
+        .await
+        .map_err(|e| DaemonError::Blockstore(e.to_string()))?
+        .map_err(|e| DaemonError::Blockstore(e.to_string()))?;
+    let dag = DagService::local(store.clone());
+    let node = Node::new(repo.root(), config.clone(), store, dag, keypair.public());
+
+    let api_addr = multiaddr_to_socket(&config.addresses.api)
+        .map_err(|message| DaemonError::Address { key: "Addresses.API", message })?;
+    let gw_addr = multiaddr_to_socket(&config.addresses.gateway)
+        .map_err(|message| DaemonError::Address { key: "Addresses.Gateway", message })?;
+    let api_listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| DaemonError::Bind { key: "Addresses.API", addr: api_addr, source })?;
+    let gw_listener = tokio::net::TcpListener::bind(gw_addr)
+        .await
+        .map_err(|source| DaemonError::Bind { key: "Addresses.Gateway", addr: gw_addr, source })?;
+    let listening = Listening {
+        api: api_listener.local_addr().map_err(|e| DaemonError::Serve(e.to_string()))?,
+        gateway: gw_listener.local_addr().map_err(|e| DaemonError::Serve(e.to_string()))?,
+    };
+
+    let files = AddressFiles::write(repo.root().to_path_buf(), &listening)?;
+    started(&node, &listening);
+    tracing::info!(api = %listening.api, gateway = %listening.gateway, peer = %node.peer_id(), "daemon ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let api = axum::serve(api_listener, crate::api::router(node.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let gw = axum::serve(gw_listener, crate::gateway::router(node.clone()))
+        .with_graceful_shutdown(stopped(stop_rx));
+    let (a, g) = tokio::join!(api.into_future(), gw.into_future());
+    drop(files);
+    a.map_err(|e| DaemonError::Serve(e.to_string()))?;
+    g.map_err(|e| DaemonError::Serve(e.to_string()))?;
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// The repo's `api` and `gateway` files, removed when the daemon stops.
+struct AddressFiles {
+    root: PathBuf,
+}
+
+impl AddressFiles {
+    fn write(root: PathBuf, l: &Listening) -> Result<Self, DaemonError> {
+        let w = |path: PathBuf, addr: SocketAddr| {
+            std::fs::write(&path, socket_to_multiaddr(addr).to_string())
+                .map_err(|e| DaemonError::Serve(format!("cannot write {}: {e}", path.display())))
+        };
+        w(Repo::api_file(&root), l.api)?;
+        w(Repo::gateway_file(&root), l.gateway)?;
+        Ok(Self { root })
+    }
+}
+
+impl Drop for AddressFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Repo::api_file(&self.root));
+        let _ = std::fs::remove_file(Repo::gateway_file(&self.root));
+    }
+}

@@ -1,0 +1,92 @@
+//! The DAG service: where every reader (cat, get, ls, refs, pin add, the gateway, Bitswap's server)
+//! gets blocks. First the local store, then the network when the node has one.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures::future::BoxFuture;
+use tessera_blockstore::{Block, Blockstore, GetError, IDENTITY};
+
+use crate::ipld::{BlockSource, BlockSourceError};
+
+/// Fetches blocks that the local store lacks, from other peers (Bitswap) or by reconstruction.
+///
+/// # To ensure correctness
+///
+/// - Return only blocks whose bytes hash to `cid` (verify what came from outside).
+/// - The DAG service stores what `fetch` returns, so implementations need not.
+/// - May be called concurrently for many CIDs; dropping the future cancels the want.
+pub trait Fetcher: Send + Sync + 'static {
+    /// Gets one block from elsewhere.
+    fn fetch(&self, cid: Cid) -> BoxFuture<'static, Result<Block, BlockSourceError>>;
+}
+
+/// Local store first, then the network.
+#[derive(Clone)]
+pub struct DagService {
+    store: Blockstore,
+    fetcher: Option<Arc<dyn Fetcher>>,
+}
+
+impl std::fmt::Debug for DagService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DagService").field("network", &self.fetcher.is_some()).finish()
+    }
+}
+
+impl DagService {
+    /// A DAG service over the local store only: a missing block is an error at once, as with
+    /// `ipfs --offline`.
+    pub fn local(store: Blockstore) -> Self {
+        Self { store, fetcher: None }
+    }
+
+    /// A DAG service that asks `fetcher` for what the store lacks and keeps what it gets.
+    pub fn with_fetcher(store: Blockstore, fetcher: Arc<dyn Fetcher>) -> Self {
+        Self { store, fetcher: Some(fetcher) }
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Blockstore {
+        &self.store
+    }
+
+    /// The block from the local store, without asking the network.
+    pub async fn get_local(&self, cid: &Cid) -> Result<Option<Bytes>, BlockSourceError> {
+        if cid.hash().code() == IDENTITY {
+            return Ok(Some(Bytes::copy_from_slice(cid.hash().digest())));
+        }
+        let store = self.store.clone();
+        let c = *cid;
+        let res = tokio::task::spawn_blocking(move || store.get(&c))
+            .await
+            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: format!("store task failed: {e}") })?;
+        match res {
+            Ok(v) => Ok(v),
+            // A corrupt block has been moved aside by the store: treat it as missing so that the
+            // network (or reconstruction) can bring a good copy.
+            Err(GetError::Corrupt { .. }) => Ok(None),
+            Err(e) => Err(BlockSourceError::Failed { cid: *cid, reason: e.to_string() }),
+        }
+    }
+}
+
+impl BlockSource for DagService {
+    async fn get(&self, cid: &Cid) -> Result<Bytes, BlockSourceError> {
+        if let Some(bytes) = self.get_local(cid).await? {
+            return Ok(bytes);
+        }
+        let Some(fetcher) = &self.fetcher else {
+            return Err(BlockSourceError::NotFound { cid: *cid });
+        };
+        let block = fetcher.fetch(*cid).await?;
+        let store = self.store.clone();
+        let b = block.clone();
+        tokio::task::spawn_blocking(move || store.put(&b))
+            .await
+            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: format!("store task failed: {e}") })?
+            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: e.to_string() })?;
+        Ok(block.into_parts().1)
+    }
+}
