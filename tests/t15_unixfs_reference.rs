@@ -526,7 +526,10 @@ fn sharding_at_exactly_the_threshold_follows_kubo() -> Result<()> {
     let long_name = "L".repeat(60);
     write_flat_dir(&exact, 5241, 16, &[(long_name.as_str(), b"long")])?;
     let ours = tessera_import(&exact, ImportOptions::default())?;
-    ensure!(ours.sharded, "an estimate of exactly 262 144 bytes must shard");
+    ensure!(
+        ours.sharded,
+        "an estimate of exactly 262 144 bytes must shard"
+    );
     let mut kubo = Kubo::start()?;
     let theirs = kubo.add(&exact)?;
     ensure!(
