@@ -4,11 +4,19 @@
 //!
 //! Run with `cargo bench -p tessera-bitswap-ec --bench ec`; a filter such
 //! as `-- encode/` picks one group. Figures go to BENCHMARKS.md.
+//!
+//! The one-core codec groups are timed by the benchmark thread's CPU clock
+//! (`CLOCK_THREAD_CPUTIME_ID`), not the wall clock: the machine they run on
+//! is shared, and a thread that is descheduled for other processes' builds
+//! would otherwise be charged for their time. Set `EC_BENCH_CLOCK=wall` to
+//! time them by the wall clock instead. The all-core `stream` group is
+//! always wall-clock. Throughputs are in decimal GB/s, like the targets.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use tessera_bitswap_ec::{BlockKind, Codec, Kernel, Layout, ReedSolomon, StripeEncoder};
@@ -34,6 +42,124 @@ fn cells(k: usize, len: usize) -> Vec<Vec<u8>> {
     (0..k).map(|j| bytes(len, j as u64 + 1)).collect()
 }
 
+/// CPU time of the calling thread, in nanoseconds.
+struct ThreadCpuTime;
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant that Linux supports for every thread.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NanosFormatter
+    }
+}
+
+/// CPU time of the whole process (all threads), in nanoseconds: the work a
+/// multi-threaded benchmark did, whatever share of the machine it got.
+struct ProcessCpuTime;
+
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `thread_cpu_ns`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ProcessCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        process_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        process_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NanosFormatter
+    }
+}
+
+/// Formats nanoseconds of CPU time as criterion formats wall time.
+struct NanosFormatter;
+
+impl ValueFormatter for NanosFormatter {
+    fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if ns < 1e3 {
+            (1.0, "ns")
+        } else if ns < 1e6 {
+            (1e-3, "µs")
+        } else if ns < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (bytes, scale, unit) = match *throughput {
+            Throughput::Bytes(b) => (b as f64, 1024.0 * 1024.0 * 1024.0, "GiB/s"),
+            Throughput::BytesDecimal(b) => (b as f64, 1e9, "GB/s"),
+            Throughput::Elements(e) => (e as f64, 1e9, "Gelem/s"),
+        };
+        values
+            .iter_mut()
+            .for_each(|v| *v = bytes * 1e9 / *v / scale);
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 const SHAPES: [(usize, usize); 2] = [(6, 3), (10, 4)];
 const CELLS: [usize; 2] = [256 * KIB, MIB];
 
@@ -42,7 +168,7 @@ fn label(k: usize, m: usize, len: usize) -> String {
 }
 
 /// Parity of `k` cells on one core, counted over the data bytes.
-fn encode(c: &mut Criterion) {
+fn encode<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("encode");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
@@ -52,7 +178,7 @@ fn encode(c: &mut Criterion) {
             let data = cells(k, len);
             let ins: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
             let mut parity = vec![vec![0u8; len]; m];
-            g.throughput(Throughput::Bytes((k * len) as u64));
+            g.throughput(Throughput::BytesDecimal((k * len) as u64));
             g.bench_function(
                 BenchmarkId::new(rs.kernel().name(), label(k, m, len)),
                 |b| {
@@ -70,7 +196,7 @@ fn encode(c: &mut Criterion) {
 
 /// Every kernel this CPU has, 6+3 with 256 KiB cells: what a CPU without
 /// AVX2 (SSSE3) or without x86 SIMD (scalar) would see.
-fn kernels(c: &mut Criterion) {
+fn kernels<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("encode-kernel");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
@@ -78,7 +204,7 @@ fn kernels(c: &mut Criterion) {
     let data = cells(k, len);
     let ins: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
     let mut parity = vec![vec![0u8; len]; m];
-    g.throughput(Throughput::Bytes((k * len) as u64));
+    g.throughput(Throughput::BytesDecimal((k * len) as u64));
     for kernel in Kernel::available() {
         let rs = ReedSolomon::with_kernel(k, m, kernel).expect("valid shape");
         g.bench_function(BenchmarkId::new(kernel.name(), label(k, m, len)), |b| {
@@ -94,7 +220,7 @@ fn kernels(c: &mut Criterion) {
 /// Rebuild of 3 lost data cells (the worst case: every output needs the
 /// inverted matrix) from `k` survivors on one core, counted over the data
 /// bytes of the stripe.
-fn rebuild(c: &mut Criterion) {
+fn rebuild<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("rebuild3");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
@@ -116,7 +242,12 @@ fn rebuild(c: &mut Criterion) {
                 .map(|(i, c)| (!lost.contains(&i)).then_some(c.as_slice()))
                 .collect();
             let mut out = vec![vec![0u8; len]; lost.len()];
-            g.throughput(Throughput::Bytes((k * len) as u64));
+            {
+                let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+                rs.reconstruct(&present, &lost, &mut outs).expect("rebuild");
+            }
+            assert!(out[..] == data[..3], "rebuild is exact");
+            g.throughput(Throughput::BytesDecimal((k * len) as u64));
             g.bench_function(
                 BenchmarkId::new(rs.kernel().name(), label(k, m, len)),
                 |b| {
@@ -128,7 +259,6 @@ fn rebuild(c: &mut Criterion) {
                     })
                 },
             );
-            assert_eq!(out[..], data[..3], "rebuild is exact");
         }
     }
     g.finish();
@@ -138,8 +268,10 @@ fn rebuild(c: &mut Criterion) {
 /// block (as the importer would, one stripe ahead, beside the encoder) and
 /// runs the stripe encoder, which computes and hashes the parity.
 /// `sha256-only` hashes the same number of data and parity bytes, in
-/// parallel, and nothing else. Both count the data + parity bytes.
-fn stream(c: &mut Criterion) {
+/// parallel, and nothing else. Both count the data + parity bytes. Run by
+/// the wall clock as group `stream` (with a one-core SHA-256 line for
+/// scale), and by process CPU time as group `stream-cpu`.
+fn stream<M: Measurement>(c: &mut Criterion<M>, name: &str, one_core_sha: bool) {
     let layout = Layout::new(6, 3);
     let (k, m) = (layout.data_shards, layout.parity_shards);
     let leaf = 256 * KIB;
@@ -151,11 +283,11 @@ fn stream(c: &mut Criterion) {
     let stripes = leaves.div_ceil(k);
     let total = (leaves + stripes * m) * leaf;
 
-    let mut g = c.benchmark_group("stream");
+    let mut g = c.benchmark_group(name);
     g.sample_size(10)
         .measurement_time(Duration::from_secs(12))
         .warm_up_time(Duration::from_secs(1))
-        .throughput(Throughput::Bytes(total as u64));
+        .throughput(Throughput::BytesDecimal(total as u64));
 
     let hash_stripe = |s: usize| -> Vec<Block> {
         (s * k..((s + 1) * k).min(leaves))
@@ -203,15 +335,55 @@ fn stream(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("sha256-one-core/6+3/1GiB", |b| {
-        b.iter(|| {
-            (0..leaves + stripes * m).for_each(|i| {
-                black_box(Block::from_data_v1(RAW, pool[i % pool.len()].clone()));
+    if one_core_sha {
+        g.bench_function("sha256-one-core/6+3/1GiB", |b| {
+            b.iter(|| {
+                (0..leaves + stripes * m).for_each(|i| {
+                    black_box(Block::from_data_v1(RAW, pool[i % pool.len()].clone()));
+                })
             })
-        })
-    });
+        });
+    }
     g.finish();
 }
 
-criterion_group!(benches, encode, kernels, rebuild, stream);
-criterion_main!(benches);
+fn one_core() -> Criterion<ThreadCpuTime> {
+    Criterion::default().with_measurement(ThreadCpuTime)
+}
+
+fn codec_cpu(c: &mut Criterion<ThreadCpuTime>) {
+    if std::env::var("EC_BENCH_CLOCK").as_deref() != Ok("wall") {
+        encode(c);
+        kernels(c);
+        rebuild(c);
+    }
+}
+
+fn codec_wall(c: &mut Criterion<WallTime>) {
+    if std::env::var("EC_BENCH_CLOCK").as_deref() == Ok("wall") {
+        encode(c);
+        kernels(c);
+        rebuild(c);
+    }
+}
+
+criterion_group! {
+    name = cpu;
+    config = one_core();
+    targets = codec_cpu
+}
+fn stream_wall(c: &mut Criterion<WallTime>) {
+    stream(c, "stream", true);
+}
+
+fn stream_cpu(c: &mut Criterion<ProcessCpuTime>) {
+    stream(c, "stream-cpu", false);
+}
+
+criterion_group! {
+    name = process;
+    config = Criterion::default().with_measurement(ProcessCpuTime);
+    targets = stream_cpu
+}
+criterion_group!(wall, codec_wall, stream_wall);
+criterion_main!(cpu, process, wall);

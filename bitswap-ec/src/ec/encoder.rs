@@ -244,7 +244,11 @@ impl StripeEncoder {
             .collect();
         inputs.resize(k, &zeros);
 
-        let mut parity = vec![vec![0u8; cell_len]; self.layout.parity_shards];
+        // One allocation per cell: `vec![vec![0; n]; m]` would clone (copy)
+        // the first buffer m - 1 times.
+        let mut parity: Vec<Vec<u8>> = (0..self.layout.parity_shards)
+            .map(|_| vec![0u8; cell_len])
+            .collect();
         parallel::encode(self.codec.as_ref(), &inputs, &mut parity)?;
         let parity: Vec<Block> = parity
             .into_par_iter()

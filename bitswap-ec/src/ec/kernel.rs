@@ -125,7 +125,18 @@ impl Coefficients {
         for r in 0..rows {
             coef.extend_from_slice(matrix.row(r));
         }
-        let tables = coef.iter().map(|&c| NibbleTable::new(c)).collect();
+        // Tables in the order the SIMD kernels read them: rows in batches
+        // of MAX_ROWS_PER_SWEEP, and within a batch input-major, so a sweep
+        // walks one contiguous run with no index arithmetic.
+        let mut tables = Vec::with_capacity(rows * cols);
+        for row0 in (0..rows).step_by(MAX_ROWS_PER_SWEEP) {
+            let batch = MAX_ROWS_PER_SWEEP.min(rows - row0);
+            for c in 0..cols {
+                for r in row0..row0 + batch {
+                    tables.push(NibbleTable::new(coef[r * cols + c]));
+                }
+            }
+        }
         Self {
             rows,
             cols,
@@ -144,6 +155,12 @@ impl Coefficients {
 
     fn coef(&self, row: usize, col: usize) -> u8 {
         self.coef[row * self.cols + col]
+    }
+
+    /// The tables of the sweep over rows `row0..row0 + g`: `cols * g`
+    /// entries, input-major.
+    fn sweep_tables(&self, row0: usize, g: usize) -> &[NibbleTable] {
+        &self.tables[row0 * self.cols..(row0 + g) * self.cols]
     }
 }
 

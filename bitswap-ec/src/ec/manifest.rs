@@ -626,7 +626,9 @@ mod tests {
             prop_assert_eq!(blocks2, blocks);
             // Every block is reachable from the root, and nothing else is.
             let mut reachable = ManifestReader::open(getter(&map), &root).unwrap().manifest_blocks().unwrap();
+            // Lists with equal contents (say, two empty ones) share blocks.
             reachable.sort();
+            reachable.dedup();
             let mut all: Vec<Cid> = map.keys().copied().collect();
             all.sort();
             prop_assert_eq!(reachable, all);

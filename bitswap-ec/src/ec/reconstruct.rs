@@ -233,7 +233,7 @@ impl Reconstructor {
                 cells[j].as_deref()
             };
         }
-        let mut out = vec![vec![0u8; cell_len]; wanted.len()];
+        let mut out: Vec<Vec<u8>> = wanted.iter().map(|_| vec![0u8; cell_len]).collect();
         if split {
             parallel::reconstruct(self.codec.as_ref(), &inputs, wanted, &mut out)?;
         } else {

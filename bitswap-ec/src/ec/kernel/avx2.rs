@@ -49,12 +49,14 @@ unsafe fn rows<const G: usize>(
     let mask = _mm256_set1_epi8(0x0f);
     let cols = inputs.len();
     let out: [*mut u8; G] = std::array::from_fn(|g| outputs[g].as_mut_ptr());
-    let tables = &coeffs.tables[row0 * cols..(row0 + G) * cols];
+    let tables = coeffs.sweep_tables(row0, G);
+    debug_assert_eq!(tables.len(), cols * G);
     let mut pos = start;
     while pos + 64 <= end {
         let mut acc0 = [_mm256_setzero_si256(); G];
         let mut acc1 = [_mm256_setzero_si256(); G];
-        for (j, input) in inputs.iter().enumerate() {
+        let mut t = tables.as_ptr();
+        for input in inputs {
             // SAFETY: pos + 64 <= end <= input.len(); unaligned loads.
             let (x0, x1) = unsafe {
                 let p = input.as_ptr().add(pos);
@@ -68,13 +70,12 @@ unsafe fn rows<const G: usize>(
             let lo1 = _mm256_and_si256(x1, mask);
             let hi1 = _mm256_and_si256(_mm256_srli_epi64::<4>(x1), mask);
             for g in 0..G {
-                let t = &tables[g * cols + j];
-                // SAFETY: NibbleTable is 32-byte aligned and each half is 32
-                // bytes long.
+                // SAFETY: `t` walks `tables`, which holds `G` tables per input;
+                // NibbleTable is 32-byte aligned, each half 32 bytes long.
                 let (tlo, thi) = unsafe {
                     (
-                        _mm256_load_si256(t.lo.as_ptr().cast::<__m256i>()),
-                        _mm256_load_si256(t.hi.as_ptr().cast::<__m256i>()),
+                        _mm256_load_si256((*t.add(g)).lo.as_ptr().cast::<__m256i>()),
+                        _mm256_load_si256((*t.add(g)).hi.as_ptr().cast::<__m256i>()),
                     )
                 };
                 acc0[g] = _mm256_xor_si256(
@@ -86,6 +87,8 @@ unsafe fn rows<const G: usize>(
                     _mm256_xor_si256(_mm256_shuffle_epi8(tlo, lo1), _mm256_shuffle_epi8(thi, hi1)),
                 );
             }
+            // SAFETY: one past the last input's tables at most.
+            t = unsafe { t.add(G) };
         }
         for g in 0..G {
             // SAFETY: pos + 64 <= end <= output length; the outputs are

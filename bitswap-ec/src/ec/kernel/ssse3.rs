@@ -48,12 +48,14 @@ unsafe fn rows<const G: usize>(
     let mask = _mm_set1_epi8(0x0f);
     let cols = inputs.len();
     let out: [*mut u8; G] = std::array::from_fn(|g| outputs[g].as_mut_ptr());
-    let tables = &coeffs.tables[row0 * cols..(row0 + G) * cols];
+    let tables = coeffs.sweep_tables(row0, G);
+    debug_assert_eq!(tables.len(), cols * G);
     let mut pos = start;
     while pos + 32 <= end {
         let mut acc0 = [_mm_setzero_si128(); G];
         let mut acc1 = [_mm_setzero_si128(); G];
-        for (j, input) in inputs.iter().enumerate() {
+        let mut t = tables.as_ptr();
+        for input in inputs {
             // SAFETY: pos + 32 <= end <= input.len(); unaligned loads.
             let (x0, x1) = unsafe {
                 let p = input.as_ptr().add(pos);
@@ -67,13 +69,13 @@ unsafe fn rows<const G: usize>(
             let lo1 = _mm_and_si128(x1, mask);
             let hi1 = _mm_and_si128(_mm_srli_epi64::<4>(x1), mask);
             for g in 0..G {
-                let t = &tables[g * cols + j];
-                // SAFETY: NibbleTable is 32-byte aligned; the first 16 bytes
-                // of each half are the table.
+                // SAFETY: `t` walks `tables`, which holds `G` tables per input;
+                // NibbleTable is 32-byte aligned, the first 16 bytes of each
+                // half are the table.
                 let (tlo, thi) = unsafe {
                     (
-                        _mm_load_si128(t.lo.as_ptr().cast::<__m128i>()),
-                        _mm_load_si128(t.hi.as_ptr().cast::<__m128i>()),
+                        _mm_load_si128((*t.add(g)).lo.as_ptr().cast::<__m128i>()),
+                        _mm_load_si128((*t.add(g)).hi.as_ptr().cast::<__m128i>()),
                     )
                 };
                 acc0[g] = _mm_xor_si128(
@@ -85,6 +87,8 @@ unsafe fn rows<const G: usize>(
                     _mm_xor_si128(_mm_shuffle_epi8(tlo, lo1), _mm_shuffle_epi8(thi, hi1)),
                 );
             }
+            // SAFETY: one past the last input's tables at most.
+            t = unsafe { t.add(G) };
         }
         for g in 0..G {
             // SAFETY: pos + 32 <= end <= output length; distinct outputs.
