@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod block;
+mod check;
 mod compact;
 mod config;
 mod error;
@@ -39,6 +40,7 @@ mod tables;
 mod writer;
 
 pub use block::{Block, DAG_CBOR, DAG_PB, IDENTITY, RAW, SHA2_256, VerifyError, verify};
+pub use check::IndexCheck;
 pub use cid::Cid;
 pub use compact::CompactReport;
 pub use config::{Config, ConfigError};
