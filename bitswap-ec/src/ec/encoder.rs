@@ -289,3 +289,123 @@ fn group_of(g: super::layout::ClosedGroup) -> Group {
         column_bytes: g.column_bytes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_blockstore::DAG_PB;
+
+    use super::*;
+    use crate::ec::reed_solomon::ReedSolomon;
+
+    fn leaf(byte: u8, len: usize) -> Block {
+        Block::from_data_v1(RAW, Bytes::from(vec![byte; len]))
+    }
+
+    fn stripes(emitted: &[Emitted]) -> Vec<&EncodedStripe> {
+        emitted
+            .iter()
+            .filter_map(|e| match e {
+                Emitted::Stripe(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stripe_comes_out_when_its_kth_leaf_goes_in() {
+        let mut enc = StripeEncoder::new(Layout::new(3, 2)).unwrap();
+        assert!(enc.push(leaf(1, 10), BlockKind::Leaf).unwrap().is_empty());
+        // Interior blocks come straight back, stripes or not.
+        let node = Block::from_data_v1(DAG_PB, Bytes::from_static(b"node"));
+        let out = enc.push(node.clone(), BlockKind::Interior).unwrap();
+        assert!(matches!(&out[..], [Emitted::Interior(b)] if *b == node));
+        assert!(enc.push(leaf(2, 10), BlockKind::Leaf).unwrap().is_empty());
+        let out = enc.push(leaf(3, 10), BlockKind::Leaf).unwrap();
+        let s = stripes(&out);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].data().len(), s[0].parity().len()), (3, 2));
+        let columns: Vec<usize> = s[0].cells().map(|(c, _)| c).collect();
+        assert_eq!(columns, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn parity_is_the_codec_over_zero_padded_cells() {
+        let (k, m) = (4, 2);
+        let mut enc = StripeEncoder::new(Layout::new(k, m)).unwrap();
+        // A short last stripe of cells 0, 5 and 300 bytes long: padded to
+        // 300, with one all-zero cell for the missing fourth leaf.
+        let leaves = [leaf(7, 0), leaf(8, 5), leaf(9, 300)];
+        let mut out = Vec::new();
+        for l in &leaves {
+            out.extend(enc.push(l.clone(), BlockKind::Leaf).unwrap());
+        }
+        assert!(out.is_empty());
+        let root = *leaves[0].cid();
+        let finished = enc.finish(root).unwrap();
+        let s = stripes(&finished.emitted)[0];
+        assert_eq!(s.stripe().lens, [0, 5, 300]);
+        assert_eq!(s.stripe().cell_len(), 300);
+
+        let padded: Vec<Vec<u8>> = (0..k)
+            .map(|j| {
+                let mut v = vec![0u8; 300];
+                if let Some(l) = leaves.get(j) {
+                    v[..l.data().len()].copy_from_slice(l.data());
+                }
+                v
+            })
+            .collect();
+        let ins: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
+        let mut want: Vec<Vec<u8>> = (0..m).map(|_| vec![0u8; 300]).collect();
+        let mut outs: Vec<&mut [u8]> = want.iter_mut().map(Vec::as_mut_slice).collect();
+        ReedSolomon::new(k, m)
+            .unwrap()
+            .encode(&ins, &mut outs)
+            .unwrap();
+        for (p, w) in s.parity().iter().zip(&want) {
+            assert_eq!(p.data().as_ref(), w.as_slice());
+            // Parity blocks are CIDv1, raw, sha2-256.
+            assert_eq!(p.cid().version(), cid::Version::V1);
+            assert_eq!(p.cid().codec(), RAW);
+            assert_eq!(p.cid().hash().code(), tessera_blockstore::SHA2_256);
+        }
+        // The manifest root comes last and is the CID returned.
+        match finished.emitted.last() {
+            Some(Emitted::Manifest(b)) => assert_eq!(*b.cid(), finished.manifest),
+            other => panic!("last emitted block is {other:?}"),
+        }
+        assert_eq!(
+            (finished.header.leaves, finished.header.leaf_bytes),
+            (3, 305)
+        );
+    }
+
+    #[test]
+    fn an_empty_dag_gives_an_empty_manifest() {
+        let enc = StripeEncoder::new(Layout::new(2, 1)).unwrap();
+        let root = *leaf(0, 1).cid();
+        let finished = enc.finish(root).unwrap();
+        assert_eq!((finished.header.stripes, finished.header.groups), (0, 0));
+        assert!(stripes(&finished.emitted).is_empty());
+    }
+
+    #[test]
+    fn layouts_and_codecs_that_disagree_are_refused() {
+        let bad = Layout {
+            parity_shards: 0,
+            ..Layout::default()
+        };
+        assert!(matches!(
+            StripeEncoder::new(bad),
+            Err(EncodeError::Layout(LayoutError::NoParityShards))
+        ));
+        let codec: Arc<dyn Codec> = Arc::new(ReedSolomon::new(4, 2).unwrap());
+        assert!(matches!(
+            StripeEncoder::with_codec(Layout::new(6, 3), codec),
+            Err(EncodeError::Codec(CodecError::InvalidShape {
+                data: 4,
+                parity: 2
+            }))
+        ));
+    }
+}

@@ -2,12 +2,12 @@
 //! `vpshufb` on split 4-bit tables.
 
 use std::arch::x86_64::{
-    __m256i, _mm256_and_si256, _mm256_load_si256, _mm256_loadu_si256, _mm256_set1_epi8,
-    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi64, _mm256_storeu_si256,
-    _mm256_xor_si256,
+    __m256i, _MM_HINT_T0, _mm_prefetch, _mm256_and_si256, _mm256_load_si256, _mm256_loadu_si256,
+    _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi64,
+    _mm256_storeu_si256, _mm256_xor_si256,
 };
 
-use super::{Coefficients, MAX_ROWS_PER_SWEEP};
+use super::{Coefficients, MAX_ROWS_PER_SWEEP, PREFETCH};
 
 /// Rows `row0..row0 + outputs.len()` over as much of `start..end` as whole
 /// 64-byte steps cover; returns where it stopped.
@@ -58,8 +58,10 @@ unsafe fn rows<const G: usize>(
         let mut t = tables.as_ptr();
         for input in inputs {
             // SAFETY: pos + 64 <= end <= input.len(); unaligned loads.
+            // The prefetch address may pass the end: prefetches never fault.
             let (x0, x1) = unsafe {
                 let p = input.as_ptr().add(pos);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast::<i8>());
                 (
                     _mm256_loadu_si256(p.cast::<__m256i>()),
                     _mm256_loadu_si256(p.add(32).cast::<__m256i>()),

@@ -2,11 +2,12 @@
 //! without AVX2.
 
 use std::arch::x86_64::{
-    __m128i, _mm_and_si128, _mm_load_si128, _mm_loadu_si128, _mm_set1_epi8, _mm_setzero_si128,
-    _mm_shuffle_epi8, _mm_srli_epi64, _mm_storeu_si128, _mm_xor_si128,
+    __m128i, _MM_HINT_T0, _mm_and_si128, _mm_load_si128, _mm_loadu_si128, _mm_prefetch,
+    _mm_set1_epi8, _mm_setzero_si128, _mm_shuffle_epi8, _mm_srli_epi64, _mm_storeu_si128,
+    _mm_xor_si128,
 };
 
-use super::{Coefficients, MAX_ROWS_PER_SWEEP};
+use super::{Coefficients, MAX_ROWS_PER_SWEEP, PREFETCH};
 
 /// Rows `row0..row0 + outputs.len()` over as much of `start..end` as whole
 /// 32-byte steps cover; returns where it stopped.
@@ -57,8 +58,10 @@ unsafe fn rows<const G: usize>(
         let mut t = tables.as_ptr();
         for input in inputs {
             // SAFETY: pos + 32 <= end <= input.len(); unaligned loads.
+            // The prefetch address may pass the end: prefetches never fault.
             let (x0, x1) = unsafe {
                 let p = input.as_ptr().add(pos);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast::<i8>());
                 (
                     _mm_loadu_si128(p.cast::<__m128i>()),
                     _mm_loadu_si128(p.add(16).cast::<__m128i>()),

@@ -248,3 +248,75 @@ fn fetch<S: BlockSource>(source: &S, cid: &Cid) -> Result<Bytes, LoadError> {
     tessera_blockstore::verify(cid, &bytes).map_err(|_| LoadError::Corrupt { cid: *cid })?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use tessera_blockstore::{Block, RAW};
+
+    use super::*;
+    use crate::ec::encoder::{BlockKind, Emitted, StripeEncoder};
+    use crate::ec::manifest::ListLimits;
+    use crate::ec::reed_solomon::ReedSolomon;
+
+    /// Six 2+1 stripes whose stripe list has one stripe per leaf node.
+    fn six_stripes() -> (Cid, HashMap<Cid, Bytes>) {
+        let limits = ListLimits {
+            page_bytes: 150,
+            fanout: 2,
+        };
+        let codec = Arc::new(ReedSolomon::new(2, 1).unwrap());
+        let mut enc = StripeEncoder::with_limits(Layout::new(2, 1), codec, limits).unwrap();
+        let mut emitted = Vec::new();
+        for i in 0..12u8 {
+            let b = Block::from_data_v1(RAW, Bytes::from(vec![i; 4]));
+            emitted.extend(enc.push(b, BlockKind::Leaf).unwrap());
+        }
+        let finished = enc.finish(Cid::default()).unwrap();
+        emitted.extend(finished.emitted);
+        let blocks = emitted
+            .into_iter()
+            .filter_map(|e| match e {
+                Emitted::Manifest(m) => Some(m.into_parts()),
+                _ => None,
+            })
+            .collect();
+        (finished.manifest, blocks)
+    }
+
+    #[test]
+    fn stripe_iteration_stops_at_the_first_missing_block() {
+        let (manifest, blocks) = six_stripes();
+        // The last block fetched for stripe 2 is the leaf that holds it.
+        let fetched = RefCell::new(Vec::new());
+        let recording = |c: &Cid| {
+            fetched.borrow_mut().push(*c);
+            blocks.get(c).cloned().ok_or("gone")
+        };
+        let mut r = ManifestReader::open(recording, &manifest).unwrap();
+        assert_eq!(r.header().stripes, 6);
+        r.stripe(2).unwrap();
+        let leaf_of_2 = *fetched.borrow().last().unwrap();
+        // With every block present the walk yields all six.
+        let mut again =
+            ManifestReader::open(|c: &Cid| blocks.get(c).cloned().ok_or("gone"), &manifest)
+                .unwrap();
+        let all: Vec<u64> = again.stripes(0..6).map(|s| s.unwrap().index).collect();
+        assert_eq!(all, [0, 1, 2, 3, 4, 5]);
+
+        let mut partial = blocks.clone();
+        partial.remove(&leaf_of_2);
+        let mut r =
+            ManifestReader::open(|c: &Cid| partial.get(c).cloned().ok_or("gone"), &manifest)
+                .unwrap();
+        let results: Vec<Result<Stripe, LoadError>> = r.stripes(0..6).collect();
+        assert_eq!(results.len(), 3, "two stripes, one error, then the end");
+        assert!(results[..2].iter().all(Result::is_ok));
+        assert!(matches!(&results[2], Err(LoadError::Fetch { cid, .. }) if *cid == leaf_of_2));
+        // Stripes past the hole are still reachable one by one.
+        assert_eq!(r.stripe(4).unwrap().index, 4);
+    }
+}
