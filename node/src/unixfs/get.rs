@@ -7,6 +7,7 @@ use cid::Cid;
 use futures::{Stream, StreamExt};
 
 use super::cat::cat_fetched;
+use super::directory::MAX_PATH_DEPTH;
 use super::ls::Listing;
 use super::node::{ExportError, Node, decode};
 use crate::ipld::{BlockSource, get_block};
@@ -61,8 +62,10 @@ struct Walk<'a, S> {
 /// last segment of the requested path).
 ///
 /// Entry names that could escape the output directory when written to disk
-/// (`.`, `..`, or containing `/` or NUL) are a [`ExportError::Malformed`]
-/// error. File content is read ahead as in [`cat`](super::cat).
+/// (`.`, `..`, or containing `/` or NUL), and directories nested deeper than
+/// [`MAX_PATH_DEPTH`](super::MAX_PATH_DEPTH) levels, are a
+/// [`ExportError::Malformed`] error. File content is read ahead as in
+/// [`cat`](super::cat); entries are fetched one at a time.
 pub fn get<'a, S>(
     source: S,
     root: Cid,
@@ -102,6 +105,7 @@ where
                     None => self.content = None,
                 }
             }
+            let depth = self.dirs.len();
             let (dir_path, listing) = self.dirs.last_mut()?;
             match listing.next().await {
                 None => {
@@ -109,6 +113,14 @@ where
                 }
                 Some(Err(e)) => return Some(Err(e)),
                 Some(Ok(entry)) => {
+                    if depth > MAX_PATH_DEPTH {
+                        return Some(Err(ExportError::Malformed {
+                            cid: entry.cid,
+                            reason: format!(
+                                "directories nest deeper than {MAX_PATH_DEPTH} levels under {dir_path}"
+                            ),
+                        }));
+                    }
                     if !safe_name(&entry.name) {
                         return Some(Err(ExportError::Malformed {
                             cid: entry.cid,
