@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use tessera_blockstore::{Block, RAW};
 
 use super::codec::{Codec, CodecError, CodecId};
-use super::layout::{GroupCutter, Layout, LayoutError};
+use super::layout::{GroupCutter, Layout, LayoutError, MAX_CELL_LEN};
 use super::manifest::{Group, ListLimits, ManifestBuilder, ManifestError, ManifestHeader, Stripe};
 use super::parallel;
 
@@ -112,6 +112,16 @@ pub enum EncodeError {
     /// The manifest could not be written.
     #[error("could not write the EC manifest: {0}")]
     Manifest(#[from] ManifestError),
+    /// A leaf is longer than a cell may be (16 MiB).
+    #[error(
+        "leaf {cid} is {size} bytes, over the 16 MiB cell limit; import with a smaller chunk size"
+    )]
+    LeafTooLarge {
+        /// The leaf.
+        cid: Cid,
+        /// Its length.
+        size: usize,
+    },
 }
 
 /// Turns a stream of DAG blocks into stripes, parity and a manifest.
@@ -185,6 +195,12 @@ impl StripeEncoder {
                 out.extend(blocks.into_iter().map(Emitted::Manifest));
             }
             BlockKind::Leaf => {
+                if block.data().len() as u64 > MAX_CELL_LEN {
+                    return Err(EncodeError::LeafTooLarge {
+                        cid: *block.cid(),
+                        size: block.data().len(),
+                    });
+                }
                 self.pending.push(block);
                 if self.pending.len() == self.layout.data_shards {
                     self.encode_stripe(&mut out)?;
@@ -387,6 +403,21 @@ mod tests {
         let finished = enc.finish(root).unwrap();
         assert_eq!((finished.header.stripes, finished.header.groups), (0, 0));
         assert!(stripes(&finished.emitted).is_empty());
+    }
+
+    #[test]
+    fn leaves_over_the_cell_limit_are_refused() {
+        let mut enc = StripeEncoder::new(Layout::new(2, 1)).unwrap();
+        let big = leaf(1, MAX_CELL_LEN as usize + 1);
+        assert!(matches!(
+            enc.push(big, BlockKind::Leaf),
+            Err(EncodeError::LeafTooLarge { size, .. }) if size as u64 == MAX_CELL_LEN + 1
+        ));
+        // Exactly at the limit is fine.
+        assert!(
+            enc.push(leaf(2, MAX_CELL_LEN as usize), BlockKind::Leaf)
+                .is_ok()
+        );
     }
 
     #[test]

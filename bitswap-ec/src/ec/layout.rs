@@ -9,6 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Longest cell (block) a stripe may hold: 16 MiB, eight times the largest
+/// block Bitswap carries. Part of format version 1: it bounds what a
+/// manifest read from the network can make a reader allocate.
+pub(crate) const MAX_CELL_LEN: u64 = 16 << 20;
+
 /// The shape of an erasure-coded pin: `data_shards + parity_shards` cells
 /// per stripe, groups cut at `shard_size` bytes per column.
 ///

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use tessera_blockstore::Block;
 
 use super::codec::{Codec, CodecError};
+use super::layout::MAX_CELL_LEN;
 use super::manifest::{ManifestHeader, Stripe};
 use super::parallel;
 
@@ -56,6 +57,20 @@ pub enum ReconstructError {
         stripe: u64,
         /// The column.
         column: usize,
+    },
+    /// The stripe does not fit the codec: no data cells or more than `k`,
+    /// lengths that do not match the CIDs, not `m` parity cells, or cells
+    /// over 16 MiB.
+    #[error(
+        "stripe {stripe} does not fit this {k}+{m} code; check that the manifest and the codec belong together"
+    )]
+    InvalidStripe {
+        /// The stripe.
+        stripe: u64,
+        /// Data cells of the code.
+        k: usize,
+        /// Parity cells of the code.
+        m: usize,
     },
     /// The codec refused the call.
     #[error("erasure codec failed: {0}")]
@@ -133,6 +148,19 @@ impl Reconstructor {
             return Err(ReconstructError::CellCount {
                 expected: k + m,
                 got: cells.len(),
+            });
+        }
+        let d = stripe.data.len();
+        if d == 0
+            || d > k
+            || stripe.lens.len() != d
+            || stripe.parity.len() != m
+            || stripe.cell_len() > MAX_CELL_LEN
+        {
+            return Err(ReconstructError::InvalidStripe {
+                stripe: stripe.index,
+                k,
+                m,
             });
         }
         for &w in wanted {
@@ -594,6 +622,32 @@ mod tests {
             rec.rebuild(stripe, &short, &[0]),
             Err(ReconstructError::TooFewCells { have: 1, .. })
         ));
+    }
+
+    #[test]
+    fn stripes_that_do_not_fit_the_code_are_refused() {
+        let layout = Layout::new(2, 1);
+        let enc = encode(layout, &[10, 10]);
+        let (stripe, cells) = &enc.stripes[0];
+        let rec = Reconstructor::new(
+            crate::ec::codec::CodecId::ReedSolomonCauchy
+                .build(2, 1)
+                .unwrap(),
+        );
+        let invalid = ReconstructError::InvalidStripe {
+            stripe: 0,
+            k: 2,
+            m: 1,
+        };
+        let mut huge = stripe.clone();
+        huge.lens[0] = MAX_CELL_LEN + 1;
+        assert_eq!(rec.rebuild(&huge, cells, &[0]), Err(invalid.clone()));
+        let mut extra = stripe.clone();
+        extra.parity.push(extra.parity[0]);
+        assert_eq!(rec.rebuild(&extra, cells, &[0]), Err(invalid.clone()));
+        let mut no_lens = stripe.clone();
+        no_lens.lens.pop();
+        assert_eq!(rec.rebuild(&no_lens, cells, &[0]), Err(invalid));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::list::{LeafCache, lookup, node_cids};
 use super::wire::{self, GroupEntry, Probe, Root, StripeEntry};
 use super::{BlockSource, Group, LoadError, ManifestHeader, Stripe};
 use crate::ec::codec::CodecId;
-use crate::ec::layout::Layout;
+use crate::ec::layout::{Layout, MAX_CELL_LEN};
 
 /// A manifest opened for reading, holding only its root and the last leaf
 /// read of each list, whatever the size of the pin.
@@ -122,13 +122,15 @@ impl<S: BlockSource> ManifestReader<S> {
             || e.lens.len() != e.data.len()
             || e.parity.len() != m
             || e.group >= self.header.groups
+            || e.lens.iter().any(|&l| l > MAX_CELL_LEN)
         {
             return Err(LoadError::Invalid {
                 cid: self.cid,
                 reason: format!(
-                    "stripe {index} has {} data CIDs, {} lengths, {} parity CIDs and group {} in a {k}+{m} manifest of {} groups",
+                    "stripe {index} has {} data CIDs, {} lengths (the longest {}), {} parity CIDs and group {} in a {k}+{m} manifest of {} groups",
                     e.data.len(),
                     e.lens.len(),
+                    e.lens.iter().max().unwrap_or(&0),
                     e.parity.len(),
                     e.group,
                     self.header.groups
