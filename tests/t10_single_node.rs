@@ -19,6 +19,7 @@ fn last_cid(add_output: &str) -> String {
 
 #[test]
 fn add_cat_get_ls_round_trip_with_kubos_cids() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let node = Node::start()?;
     // `echo "hello world" | ipfs add` gives this CID (Kubo defaults: CIDv0, 256 KiB chunks).
     let f = node.dir.path().join("hello.txt");
@@ -79,6 +80,7 @@ fn add_cat_get_ls_round_trip_with_kubos_cids() -> Result<()> {
 
 #[test]
 fn pins_gc_and_blocks() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let node = Node::start()?;
     let data = pseudo_random(600_000, 7);
     let f = node.dir.path().join("big");
@@ -121,6 +123,7 @@ fn pins_gc_and_blocks() -> Result<()> {
 
 #[test]
 fn dag_export_import_between_two_nodes_side_by_side() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let a = Node::start()?;
     let b = Node::start()?;
     assert_ne!(a.api_url()?, b.api_url()?);
@@ -151,6 +154,7 @@ fn dag_export_import_between_two_nodes_side_by_side() -> Result<()> {
 
 #[test]
 fn config_works_with_and_without_daemon_and_refuses_bad_keys() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let mut node = Node::init()?;
     assert_eq!(node.ok(&["config", "Addresses.API"])?.trim(), "/ip4/127.0.0.1/tcp/0");
     node.ok(&["config", "Datastore.StorageMax", "20GB"])?;
@@ -181,6 +185,7 @@ fn config_works_with_and_without_daemon_and_refuses_bad_keys() -> Result<()> {
 
 #[test]
 fn content_survives_restart_and_kill() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let mut node = Node::start()?;
     let data = pseudo_random(2_000_000, 11);
     let f = node.dir.path().join("f");
@@ -196,6 +201,7 @@ fn content_survives_restart_and_kill() -> Result<()> {
 
 #[test]
 fn bad_input_gets_kubo_errors_and_the_daemon_keeps_serving() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let node = Node::start()?;
     let api = node.api_url()?;
     let http = reqwest::blocking::Client::new();
@@ -246,6 +252,7 @@ fn bad_input_gets_kubo_errors_and_the_daemon_keeps_serving() -> Result<()> {
 
 #[test]
 fn gateway_serves_files_raw_blocks_and_cars() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let node = Node::start()?;
     let site = node.dir.path().join("site");
     let big = pseudo_random(700_000, 9);
@@ -289,6 +296,7 @@ fn gateway_serves_files_raw_blocks_and_cars() -> Result<()> {
 
 #[test]
 fn a_second_daemon_on_the_same_repo_is_refused() -> Result<()> {
+    tessera_tests::use_built_binary!();
     let node = Node::start()?;
     let err = node.fails(&["daemon"])?;
     assert!(err.contains("in use"), "{err}");

@@ -7,6 +7,7 @@ use tessera_tests::{Node, setup_peers, workspace_root};
 
 #[test]
 fn kubo_rpc_client_works_unchanged() -> Result<()> {
+    tessera_tests::use_built_binary!();
     setup_peers()?;
     let node = Node::start()?;
     let base = node.api_url()?.trim_end_matches("/api/v0").to_string();

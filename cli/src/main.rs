@@ -54,6 +54,12 @@ enum Command {
     /// Repo size and garbage collection.
     #[command(subcommand)]
     Repo(cmd::repo::RepoCommand),
+    /// Connections to other peers.
+    #[command(subcommand)]
+    Swarm(cmd::swarm::SwarmCommand),
+    /// Bitswap status.
+    #[command(subcommand)]
+    Bitswap(cmd::swarm::BitswapCommand),
     /// Show this node's identity and addresses.
     Id(cmd::info::IdArgs),
     /// Show the version.
@@ -86,6 +92,8 @@ fn main() -> ExitCode {
             Command::Dag(c) => cmd::dag::run(&ctx, c).await,
             Command::Refs(a) => cmd::refs::run(&ctx, a).await,
             Command::Repo(c) => cmd::repo::run(&ctx, c).await,
+            Command::Swarm(c) => cmd::swarm::run(&ctx, c).await,
+            Command::Bitswap(c) => cmd::swarm::bitswap(&ctx, c).await,
             Command::Id(a) => cmd::info::id(&ctx, a).await,
             Command::Version(a) => cmd::info::version(&ctx, a).await,
             Command::Config(a) => cmd::config::run(&ctx, a).await,

@@ -88,11 +88,22 @@ pub trait EventSink: Send + 'static {
 
 /// Starts the pipeline; returns the sender of inputs. The pipeline ends after `input` is dropped
 /// (then it finishes the directories and pins) or after an [`AddInput::Abort`].
-pub fn start(store: Blockstore, options: AddOptions, events: impl EventSink) -> std::io::Result<SyncSender<AddInput>> {
+///
+/// `stored` is called with the CIDs of each batch once it is durable (the node tells Bitswap).
+pub fn start(
+    store: Blockstore,
+    options: AddOptions,
+    events: impl EventSink,
+    stored: impl Fn(Vec<Cid>) + Send + 'static,
+) -> std::io::Result<SyncSender<AddInput>> {
     let (tx, rx) = sync_channel::<AddInput>(64);
-    std::thread::Builder::new().name("tessera-add".into()).spawn(move || import_thread(store, options, rx, events))?;
+    std::thread::Builder::new()
+        .name("tessera-add".into())
+        .spawn(move || import_thread(store, options, rx, events, Box::new(stored)))?;
     Ok(tx)
 }
+
+type Stored = Box<dyn Fn(Vec<Cid>) + Send>;
 
 struct Current {
     name: String,
@@ -101,12 +112,12 @@ struct Current {
     last_progress: u64,
 }
 
-fn import_thread(store: Blockstore, options: AddOptions, rx: Receiver<AddInput>, mut events: impl EventSink) {
+fn import_thread(store: Blockstore, options: AddOptions, rx: Receiver<AddInput>, mut events: impl EventSink, stored: Stored) {
     let (batch_tx, batch_rx) = sync_channel::<Batch>(2);
     let only_hash = options.only_hash;
     let storer = std::thread::Builder::new()
         .name("tessera-add-store".into())
-        .spawn(move || store_thread(store, only_hash, batch_rx));
+        .spawn(move || store_thread(store, only_hash, batch_rx, stored));
     let storer = match storer {
         Ok(h) => h,
         Err(e) => {
@@ -257,13 +268,14 @@ enum Batch {
     Finish { pins: Vec<Cid> },
 }
 
-fn store_thread(store: Blockstore, only_hash: bool, rx: Receiver<Batch>) -> Result<(), String> {
+fn store_thread(store: Blockstore, only_hash: bool, rx: Receiver<Batch>, stored: Stored) -> Result<(), String> {
     let _guard = store.gc_guard();
     for batch in rx.iter() {
         match batch {
             Batch::Blocks(blocks) => {
                 if !only_hash {
                     store.put_many(&blocks).map_err(|e| format!("cannot store blocks: {e}"))?;
+                    stored(blocks.iter().map(|b| *b.cid()).collect());
                 }
             }
             Batch::Finish { pins } => {

@@ -16,6 +16,7 @@ mod refs;
 mod repo;
 mod resolve;
 mod stream;
+mod swarm;
 mod tar;
 
 use axum::Router;
@@ -50,6 +51,15 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/api/v0/refs/local", post(refs::local))
         .route("/api/v0/repo/stat", post(repo::stat))
         .route("/api/v0/repo/gc", post(repo::gc))
+        .route("/api/v0/swarm/connect", post(swarm::connect))
+        .route("/api/v0/swarm/disconnect", post(swarm::disconnect))
+        .route("/api/v0/swarm/peers", post(swarm::peers))
+        .route("/api/v0/swarm/addrs", post(swarm::addrs))
+        .route("/api/v0/swarm/addrs/listen", post(swarm::addrs_listen))
+        .route("/api/v0/swarm/addrs/local", post(swarm::addrs_local))
+        .route("/api/v0/bitswap/stat", post(swarm::bitswap_stat))
+        .route("/api/v0/bitswap/wantlist", post(swarm::bitswap_wantlist))
+        .route("/api/v0/bitswap/ledger", post(swarm::bitswap_ledger))
         .route("/api/v0/id", post(info::id))
         .route("/api/v0/version", post(info::version))
         .route("/api/v0/config", post(config::config))
@@ -57,7 +67,15 @@ pub(crate) fn router(node: Node) -> Router {
         .fallback(unknown)
         // Uploads stream through the importer; their size is bounded by the disk, not by memory.
         .layer(DefaultBodyLimit::disable())
+        // A bug must cost one request, not the connection's silence: answer it as Kubo would.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(node)
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("an API handler panicked; this is a bug in tessera");
+    error::ApiError::normal("internal error in tessera (see the daemon log); the request was not completed")
+        .into_response()
 }
 
 async fn unknown(uri: Uri) -> Response {

@@ -40,9 +40,31 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The swarm could not start.
+    #[error("{0}")]
+    Swarm(String),
     /// A server failed while running.
     #[error("server error: {0}")]
     Serve(String),
+}
+
+/// How long a read waits for a block from the network before giving up.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn swarm_config(config: &crate::Config) -> Result<crate::swarm::SwarmConfig, DaemonError> {
+    let parse = |key: &'static str, s: &str| {
+        s.parse::<libp2p::Multiaddr>().map_err(|e| DaemonError::Address { key, message: format!("`{s}`: {e}") })
+    };
+    let listen = config.addresses.swarm.iter().map(|a| parse("Addresses.Swarm", a)).collect::<Result<_, _>>()?;
+    let announce = config.addresses.announce.iter().map(|a| parse("Addresses.Announce", a)).collect::<Result<_, _>>()?;
+    let bootstrap = config.bootstrap.iter().map(|a| parse("Bootstrap", a)).collect::<Result<_, _>>()?;
+    let mut peering = Vec::new();
+    for p in &config.peering.peers {
+        let id = p.id.parse::<libp2p::PeerId>().map_err(|e| DaemonError::Address { key: "Peering.Peers", message: e.to_string() })?;
+        let addrs = p.addrs.iter().map(|a| parse("Peering.Peers", a)).collect::<Result<_, _>>()?;
+        peering.push((id, addrs));
+    }
+    Ok(crate::swarm::SwarmConfig { listen, announce, peering, bootstrap })
 }
 
 /// Where a started daemon listens.
@@ -72,8 +94,18 @@ pub async fn run(
         .await
         .map_err(|e| DaemonError::Blockstore(e.to_string()))?
         .map_err(|e| DaemonError::Blockstore(e.to_string()))?;
-    let dag = DagService::local(store.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let swarm_config = swarm_config(&config)?;
+    let (swarm, swarm_addrs, protocols) =
+        crate::swarm::start(keypair.clone(), store.clone(), swarm_config, stop_rx.clone())
+            .await
+            .map_err(|e| DaemonError::Swarm(e.to_string()))?;
+    let fetcher = swarm.fetcher(FETCH_TIMEOUT);
+    let dag = DagService::with_fetcher(store.clone(), std::sync::Arc::new(fetcher));
     let node = Node::new(repo.root(), config.clone(), store, dag, keypair.public());
+    node.set_swarm(swarm);
+    node.set_listen_addrs(swarm_addrs);
+    node.set_protocols(protocols);
 
     let api_addr = multiaddr_to_socket(&config.addresses.api)
         .map_err(|message| DaemonError::Address { key: "Addresses.API", message })?;
@@ -94,7 +126,6 @@ pub async fn run(
     started(&node, &listening);
     tracing::info!(api = %listening.api, gateway = %listening.gateway, peer = %node.peer_id(), "daemon ready");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -20,6 +20,9 @@ use crate::ipld::{BlockSource, BlockSourceError};
 pub trait Fetcher: Send + Sync + 'static {
     /// Gets one block from elsewhere.
     fn fetch(&self, cid: Cid) -> BoxFuture<'static, Result<Block, BlockSourceError>>;
+
+    /// Told after blocks were stored locally, so that peers waiting for them can be served.
+    fn stored(&self, cids: Vec<Cid>) -> BoxFuture<'static, ()>;
 }
 
 /// Local store first, then the network.
@@ -45,6 +48,14 @@ impl DagService {
     /// A DAG service that asks `fetcher` for what the store lacks and keeps what it gets.
     pub fn with_fetcher(store: Blockstore, fetcher: Arc<dyn Fetcher>) -> Self {
         Self { store, fetcher: Some(fetcher) }
+    }
+
+    /// Tells the network that blocks were stored (after an add or an import), so that peers that
+    /// want them are answered.
+    pub async fn announce(&self, cids: Vec<Cid>) {
+        if let Some(f) = &self.fetcher {
+            f.stored(cids).await;
+        }
     }
 
     /// The local store.
@@ -87,6 +98,7 @@ impl BlockSource for DagService {
             .await
             .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: format!("store task failed: {e}") })?
             .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: e.to_string() })?;
+        fetcher.stored(vec![*cid]).await;
         Ok(block.into_parts().1)
     }
 }

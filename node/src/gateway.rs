@@ -25,7 +25,13 @@ use crate::unixfs::{self, EntryKind, ExportError};
 
 /// The gateway's routes over a node.
 pub(crate) fn router(node: Node) -> Router {
-    Router::new().route("/ipfs/{*path}", get(serve).head(serve)).with_state(node)
+    Router::new()
+        .route("/ipfs/{*path}", get(serve).head(serve))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a gateway handler panicked; this is a bug in tessera");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error in tessera (see the daemon log)".into())
+        }))
+        .with_state(node)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

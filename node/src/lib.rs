@@ -15,6 +15,7 @@ mod gateway;
 pub mod ipld;
 mod node;
 mod repo;
+pub mod swarm;
 pub mod unixfs;
 
 pub use addr::{multiaddr_to_socket, socket_to_multiaddr};

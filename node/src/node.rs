@@ -47,6 +47,7 @@ struct Inner {
     public_key: PublicKey,
     listen_addrs: Mutex<Vec<Multiaddr>>,
     protocols: Mutex<Vec<String>>,
+    swarm: std::sync::OnceLock<crate::swarm::SwarmHandle>,
 }
 
 impl Node {
@@ -69,6 +70,7 @@ impl Node {
                 dag,
                 listen_addrs: Mutex::new(Vec::new()),
                 protocols: Mutex::new(Vec::new()),
+                swarm: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -112,6 +114,27 @@ impl Node {
     pub fn set_listen_addrs(&self, addrs: Vec<Multiaddr>) {
         if let Ok(mut a) = self.inner.listen_addrs.lock() {
             *a = addrs;
+        }
+    }
+
+    /// The swarm, once the daemon has started it.
+    pub fn swarm(&self) -> Option<&crate::swarm::SwarmHandle> {
+        self.inner.swarm.get()
+    }
+
+    /// Attaches the running swarm (once).
+    pub fn set_swarm(&self, swarm: crate::swarm::SwarmHandle) {
+        let _ = self.inner.swarm.set(swarm);
+    }
+
+    /// Tells peers that blocks are now here (from any thread inside the runtime's reach).
+    pub fn announce(&self, cids: Vec<cid::Cid>) {
+        if self.swarm().is_none() || cids.is_empty() {
+            return;
+        }
+        let dag = self.inner.dag.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { dag.announce(cids).await });
         }
     }
 

@@ -14,10 +14,26 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Path of the `tessera` binary, built on first use (debug profile, same target dir as the tests),
-/// or `$TESSERA_BIN` if set.
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Uses the binary Cargo built for this test run. Process tests are targets of the `tessera`
+/// package (their files live in `tests/`), so Cargo builds the binary with the same features as the
+/// tests and hands its path over as `CARGO_BIN_EXE_tessera`: call [`use_built_binary!`] first.
+pub fn use_binary(path: &str) {
+    let _ = BIN.set(PathBuf::from(path));
+}
+
+/// Points the harness at the `tessera` binary Cargo built for this test run.
+#[macro_export]
+macro_rules! use_built_binary {
+    () => {
+        $crate::use_binary(env!("CARGO_BIN_EXE_tessera"))
+    };
+}
+
+/// Path of the `tessera` binary: the one given to [`use_binary`], else `$TESSERA_BIN`, else built
+/// on first use with `cargo build -p tessera`.
 pub fn tessera_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("TESSERA_BIN") {
             return PathBuf::from(p);

@@ -118,7 +118,13 @@ pub(crate) async fn add(
     let opts = options(&args)?;
     let quiet_progress = !opts.progress;
     let queue = Arc::new(Queue::default());
-    let input = adder::start(node.store().clone(), opts, QueueSink(queue.clone())).map_err(ApiError::normal)?;
+    let rt = tokio::runtime::Handle::current();
+    let n2 = node.clone();
+    let announce = move |cids: Vec<cid::Cid>| {
+        let _enter = rt.enter();
+        n2.announce(cids);
+    };
+    let input = adder::start(node.store().clone(), opts, QueueSink(queue.clone()), announce).map_err(ApiError::normal)?;
 
     // Feed the pipeline from the upload on a task of its own, so the response can stream meanwhile.
     tokio::spawn(async move {

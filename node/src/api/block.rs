@@ -95,6 +95,7 @@ pub(crate) async fn put(
     if blocks.is_empty() {
         return Err(ApiError::client("file argument 'data' is required"));
     }
+    let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
     let store = node.store().clone();
     let out: Vec<KeySize> =
         blocks.iter().map(|b| KeySize { key: b.cid().to_string(), size: b.data().len() as u64 }).collect();
@@ -111,6 +112,7 @@ pub(crate) async fn put(
     .await
     .map_err(ApiError::normal)?
     .map_err(ApiError::normal)?;
+    node.announce(cids);
     if out.len() == 1 {
         Ok(json(&out[0]))
     } else {

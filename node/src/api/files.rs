@@ -22,7 +22,8 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let mut s = Box::pin(s.map_err(ApiError::normal));
+    // Fused: after an empty first poll, the chain below polls it once more.
+    let mut s = Box::pin(s.map_err(ApiError::normal).fuse());
     let first = s.next().await;
     let head = match first {
         Some(Err(e)) => return Err(e),
