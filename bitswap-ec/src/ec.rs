@@ -14,6 +14,10 @@
 //!
 //! [`ReedSolomon`] is the codec; its GF(2^8) kernel ([`Kernel`]) is chosen
 //! at run time among AVX2, SSSE3 and portable code.
+//!
+//! Everything here is synchronous and CPU-bound: encoding and hashing fan
+//! out over rayon's global pool. Async callers run these calls inside
+//! `spawn_blocking`, never on the runtime's worker threads.
 
 mod codec;
 mod encoder;
