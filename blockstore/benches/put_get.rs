@@ -29,6 +29,12 @@ fn random_blocks(rng: &mut StdRng, n: usize) -> Vec<Block> {
 }
 
 fn put_many(c: &mut Criterion) {
+    // RUST_LOG=tessera_blockstore=trace shows each batch's append, sync and
+    // commit times.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Blockstore::open(dir.path(), Config::default()).expect("open");
     let mut rng = StdRng::seed_from_u64(1);

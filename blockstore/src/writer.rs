@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -178,6 +178,9 @@ struct Plan {
     retired: Vec<u32>,
     block_bytes: u64,
     next_pack_id: u64,
+    /// Time spent in `writev` and in fdatasync, for the batch's log line.
+    append_time: Duration,
+    sync_time: Duration,
 }
 
 impl Writer {
@@ -267,6 +270,8 @@ impl Writer {
             retired: Vec::new(),
             block_bytes: 0,
             next_pack_id: 0,
+            append_time: Duration::ZERO,
+            sync_time: Duration::ZERO,
         };
         let applied = (|| {
             let mut tables = Tables::open(&txn)?;
@@ -282,9 +287,17 @@ impl Writer {
             }
             self.write_segments(&mut plan, &mut tables)
         })();
+        let commit_started = Instant::now();
         let result = applied.and_then(|()| txn.commit().map_err(StorageError::from));
         match result {
             Ok(()) => {
+                tracing::trace!(
+                    requests = finishes.len(),
+                    append_us = plan.append_time.as_micros() as u64,
+                    sync_us = plan.sync_time.as_micros() as u64,
+                    commit_us = commit_started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
                 self.after_commit(plan);
                 Ok(())
             }
@@ -545,8 +558,12 @@ impl Writer {
                 slices.push(IoSlice::new(head));
                 slices.push(IoSlice::new(data));
             }
+            let started = Instant::now();
             seg.pack.append(&mut slices)?;
+            let appended = Instant::now();
             seg.pack.sync()?;
+            plan.append_time += appended - started;
+            plan.sync_time += appended.elapsed();
             self.counters
                 .pack_bytes
                 .fetch_add(seg.planned_len - seg.start_len, Ordering::Relaxed);
