@@ -191,7 +191,7 @@ impl From<StorageError> for WriteFailure {
 }
 
 macro_rules! from_write_failure {
-    ($($t:ty),*) => {$(
+    ($($t:ident),*) => {$(
         impl From<WriteFailure> for $t {
             fn from(e: WriteFailure) -> Self {
                 match e {

@@ -18,7 +18,8 @@
 //! bytes that are not durable, and whatever a crash leaves past a pack's
 //! committed length is cut off at the next open. Garbage collection walks
 //! the pins with a link extractor the caller provides, deletes the rest, and
-//! compaction rewrites packs that are mostly dead. The on-disk format is
+//! compaction rewrites packs that are mostly dead; a scrub worker re-hashes
+//! blocks a bounded step at a time. The on-disk format is
 //! described in `docs/blockstore-format.md` (format version 1).
 //!
 //! The API is blocking; async callers go through `spawn_blocking`.
@@ -34,6 +35,7 @@ mod pack;
 mod pack_cache;
 mod pin;
 mod recovery;
+mod scrub;
 mod stat;
 mod store;
 mod tables;
@@ -47,5 +49,6 @@ pub use config::{Config, ConfigError};
 pub use error::{DeleteError, GcError, GetError, OpenError, PinError, PutError, StorageError};
 pub use gc::{GcGuard, GcReport, Links};
 pub use pin::PinMode;
+pub use scrub::ScrubStep;
 pub use stat::{Metrics, Stat};
 pub use store::{Blockstore, Cids, CorruptBlock};

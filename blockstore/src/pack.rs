@@ -29,7 +29,8 @@ pub(crate) const RECORD_FIXED_LEN: u64 = 12;
 /// Appends are written (and their writeback started) in pieces of this many
 /// bytes, so that disk writes overlap the copying of the next piece.
 const WRITEBACK_CHUNK: u64 = 4 << 20;
-/// A CID longer than this is not something this store wrote.
+/// A CID longer than this is not something this store wrote (a `Cid`
+/// encodes to under 100 bytes); scans treat it as a malformed record.
 const MAX_CID_LEN: usize = 512;
 
 /// File name of pack `id` inside the packs folder: eight decimal digits, so
@@ -56,15 +57,10 @@ pub(crate) fn record_len(cid_len: usize, data_len: u64) -> u64 {
 pub(crate) fn record_header(cid_len: usize, data_len: u64) -> [u8; RECORD_FIXED_LEN as usize] {
     let mut h = [0u8; RECORD_FIXED_LEN as usize];
     h[0..2].copy_from_slice(&RECORD_MAGIC);
-    // CIDs are at most a few dozen bytes; MAX_CID_LEN is checked at put.
+    // A `Cid` (64-byte digest at most) encodes to under 100 bytes.
     h[2..4].copy_from_slice(&(cid_len.min(u16::MAX as usize) as u16).to_le_bytes());
     h[4..12].copy_from_slice(&data_len.to_le_bytes());
     h
-}
-
-/// Whether a CID of this encoded length fits a record header.
-pub(crate) fn cid_len_fits(cid_len: usize) -> bool {
-    cid_len <= MAX_CID_LEN
 }
 
 fn pack_header(id: u32) -> [u8; PACK_HEADER_LEN as usize] {

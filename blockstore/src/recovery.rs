@@ -114,3 +114,57 @@ pub(crate) fn recover(
     };
     Ok((current, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::pack::pack_path;
+    use crate::{Block, Blockstore, Config, RAW};
+
+    #[test]
+    fn open_cuts_torn_tails_deletes_orphans_and_appends_after_the_committed_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let packs = dir.path().join("packs");
+        let config = Config {
+            inline_threshold: 0,
+            ..Config::default()
+        };
+        let a = Block::from_data_v1(RAW, Bytes::from(vec![1u8; 3000]));
+        let committed = {
+            let store = Blockstore::open(dir.path(), config.clone()).unwrap();
+            store.put(&a).unwrap();
+            std::fs::metadata(pack_path(&packs, 1)).unwrap().len()
+        };
+        // What a crash between append and commit leaves: a tail, and a pack
+        // created by a batch that never committed.
+        let mut bytes = std::fs::read(pack_path(&packs, 1)).unwrap();
+        bytes.extend_from_slice(b"TR torn record of a batch that never committed");
+        std::fs::write(pack_path(&packs, 1), &bytes).unwrap();
+        std::fs::write(pack_path(&packs, 2), b"TESSPACK orphan").unwrap();
+        std::fs::write(packs.join("notes.txt"), b"not a pack").unwrap();
+
+        let store = Blockstore::open(dir.path(), config).unwrap();
+        assert_eq!(
+            std::fs::metadata(pack_path(&packs, 1)).unwrap().len(),
+            committed
+        );
+        assert!(!pack_path(&packs, 2).exists());
+        assert!(
+            packs.join("notes.txt").exists(),
+            "foreign files are left alone"
+        );
+        let b = Block::from_data_v1(RAW, Bytes::from(vec![2u8; 3000]));
+        store.put(&b).unwrap();
+        for blk in [&a, &b] {
+            assert_eq!(
+                store.get_verified(blk.cid()).unwrap().as_ref(),
+                Some(blk.data())
+            );
+        }
+        assert_eq!(store.check_index().unwrap().problems, Vec::<String>::new());
+        // The new block went into pack 1 right after the committed end: the
+        // orphan's id 2 was never handed out, and is still free.
+        assert_eq!(store.stat().unwrap().packs, 1);
+    }
+}

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::error::{
     DeleteError, GetError, OpenError, PinError, PutError, StorageError, WriteFailure,
 };
-use crate::pack::cid_len_fits;
 use crate::pack_cache::{PackCache, ReadFailure};
 use crate::pin::PinMode;
 use crate::recovery::recover;
@@ -25,7 +24,7 @@ use crate::tables::{
     BLOCKS, FORMAT_VERSION, Location, META_BLOCK_BYTES, META_FORMAT_VERSION, META_NEXT_PACK_ID,
     ReadTables, Tables,
 };
-use crate::writer::{NO_PACK, Request, SeenAt, Writer, WriterConfig, WriterCounters};
+use crate::writer::{NO_PACK, Request, SeenAt, Writer, WriterConfig, WriterCounters, sync_dir};
 
 /// File name of the index database inside the store's folder.
 const INDEX_FILE: &str = "index.redb";
@@ -126,6 +125,9 @@ impl Blockstore {
                 e => OpenError::Storage(e.into()),
             })?;
         init_tables(&db)?;
+        // The folder's entries (index file, packs folder) must be as durable
+        // as what is written into them.
+        sync_dir(dir)?;
         let (current, recovery) = recover(&db, &packs_dir, config.pack_size_limit)?;
         if recovery != Default::default() {
             tracing::warn!(?recovery, dir = %dir.display(), "blockstore repaired after an unclean stop");
@@ -223,20 +225,12 @@ impl Blockstore {
         Ok(())
     }
 
-    /// The blocks of `blocks` that the index does not have yet. CIDs too long
-    /// for a pack record are refused here, before anything is written.
+    /// The blocks of `blocks` that the index does not have yet.
     fn missing<'b>(&self, blocks: &'b [Block]) -> Result<Vec<&'b Block>, PutError> {
         let tables = self.read_blocks()?;
         let mut out = Vec::new();
         for block in blocks {
             let key = block.cid().to_bytes();
-            if !cid_len_fits(key.len()) {
-                return Err(PutError::Storage(StorageError::inconsistent(format!(
-                    "CID {} is {} bytes long, more than a pack record holds",
-                    block.cid(),
-                    key.len()
-                ))));
-            }
             if tables.get(&key[..]).map_err(StorageError::from)?.is_none() {
                 out.push(block);
             }
@@ -628,6 +622,13 @@ mod tests {
             pack_size_limit: 4096,
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn the_handle_is_send_sync_and_cheap_to_clone() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Blockstore>();
+        assert!(std::mem::size_of::<Blockstore>() <= std::mem::size_of::<usize>());
     }
 
     #[test]
