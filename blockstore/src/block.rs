@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn v0_of_empty_unixfs_file_is_kubos() {
         // `ipfs add` of an empty file: dag-pb node with Data = {Type: File}.
-        let b = Block::from_dag_pb_v0(Bytes::from_static(&[0x0a, 0x02, 0x08, 0x02]));
+        let b = Block::from_dag_pb_v0(Bytes::from_static(&[0x0a, 0x04, 0x08, 0x02, 0x18, 0x00]));
         assert_eq!(
             b.cid().to_string(),
             "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"

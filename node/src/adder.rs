@@ -210,7 +210,10 @@ fn import(
                 } else {
                     named_entries += 1;
                     dirs.add_file(&cur.name, &file).map_err(|e| e.to_string())?;
-                    if !cur.name.contains('/') {
+                    if cur.name.contains('/') {
+                        // Its parents exist implicitly, as in Kubo, even without directory parts.
+                        has_dirs = true;
+                    } else {
                         top_level.push((cur.name.clone(), file.cid));
                     }
                 }
@@ -228,7 +231,9 @@ fn import(
                 dirs.add_link(&name, cid, size).map_err(|e| e.to_string())?;
                 events.send(AddEvent::Added { name: name.clone(), cid, size });
                 named_entries += 1;
-                if !name.contains('/') {
+                if name.contains('/') {
+                    has_dirs = true;
+                } else {
                     top_level.push((name, cid));
                 }
             }

@@ -234,11 +234,10 @@ pub(crate) async fn start(
         conns: HashMap::new(),
         connected_count: connected,
     };
-    for (peer, addrs) in &config.peering {
-        for a in addrs {
-            task.swarm.add_peer_address(*peer, a.clone());
-        }
-        let _ = task.swarm.dial(*peer);
+    // Peering peers are dialled on the first tick, and again with backoff whenever not connected.
+    let now = tokio::time::Instant::now();
+    for (peer, _) in &config.peering {
+        task.redial.insert(*peer, (now, Duration::from_secs(1)));
     }
     for addr in &config.bootstrap {
         let _ = task.swarm.dial(addr.clone());

@@ -9,7 +9,7 @@ use super::Context;
 /// Arguments of `refs`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RefsArgs {
-    /// CIDs or paths whose links to list.
+    /// CIDs or paths whose links to list, or `local` for every block stored here.
     #[arg(required = true)]
     paths: Vec<String>,
     /// Walk the whole DAG.
@@ -24,6 +24,14 @@ pub(crate) struct RefsArgs {
 }
 
 pub(crate) async fn run(ctx: &Context, args: RefsArgs) -> Result<()> {
+    // `refs local`, as in Kubo: every block in the local store.
+    if args.paths == ["local"] {
+        let mut s = Box::pin(ctx.client()?.ndjson::<Value>("refs/local", &[]).await?);
+        while let Some(item) = s.next().await {
+            println!("{}", item?["Ref"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
     let mut q: Vec<(&str, String)> = args.paths.into_iter().map(|p| ("arg", p)).collect();
     q.push(("recursive", args.recursive.to_string()));
     q.push(("unique", args.unique.to_string()));
