@@ -17,7 +17,14 @@ fn kubo_rpc_client_works_unchanged() -> Result<()> {
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kubo-rpc-client checks failed:\n{stdout}\n{stderr}\ndaemon log:\n{}", node.log());
-    assert!(stdout.contains("all kubo-rpc-client checks passed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "kubo-rpc-client checks failed:\n{stdout}\n{stderr}\ndaemon log:\n{}",
+        node.log()
+    );
+    assert!(
+        stdout.contains("all kubo-rpc-client checks passed"),
+        "{stdout}"
+    );
     Ok(())
 }

@@ -9,7 +9,11 @@ fn swarm_addr(node: &Node) -> Result<String> {
     let id: serde_json::Value = serde_json::from_str(&node.ok(&["id"])?)?;
     let addr = id["Addresses"]
         .as_array()
-        .and_then(|a| a.iter().filter_map(|x| x.as_str()).find(|s| s.contains("/tcp/")))
+        .and_then(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .find(|s| s.contains("/tcp/"))
+        })
         .ok_or_else(|| anyhow::anyhow!("no TCP address in {id}"))?;
     Ok(addr.to_string())
 }
@@ -27,7 +31,10 @@ fn cat_and_pin_fetch_from_a_connected_tessera() -> Result<()> {
     let data = pseudo_random(1_200_000, 21);
     let f = a.dir.path().join("f");
     std::fs::write(&f, &data)?;
-    let cid = a.ok(&["add", "-Q", f.to_str().unwrap()])?.trim().to_string();
+    let cid = a
+        .ok(&["add", "-Q", f.to_str().unwrap()])?
+        .trim()
+        .to_string();
 
     // Not connected: b has nobody to ask and says so at once.
     let err = b.fails(&["cat", &cid])?;
@@ -39,7 +46,11 @@ fn cat_and_pin_fetch_from_a_connected_tessera() -> Result<()> {
     assert!(b.ok(&["swarm", "peers"])?.contains(&a_id));
 
     let got = b.run(&["cat", &cid])?;
-    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     assert!(got.stdout == data, "fetched bytes differ");
 
     // A directory fetched whole by pin add, then served from b's own store.
@@ -61,11 +72,17 @@ fn cat_and_pin_fetch_from_a_connected_tessera() -> Result<()> {
         .find_map(|l| l.trim().strip_prefix("blocks received: "))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(received >= 6, "b fetched at least the file's 6 blocks: {stat}");
+    assert!(
+        received >= 6,
+        "b fetched at least the file's 6 blocks: {stat}"
+    );
 
-    b.ok(&["swarm", "disconnect", &format!("/p2p/{a_id}")]).or_else(|_| b.ok(&["swarm", "disconnect", &a_id]))?;
+    b.ok(&["swarm", "disconnect", &format!("/p2p/{a_id}")])
+        .or_else(|_| b.ok(&["swarm", "disconnect", &a_id]))?;
     wait_for("the disconnect", Duration::from_secs(10), || {
-        b.ok(&["swarm", "peers"]).ok().filter(|p| !p.contains(&a_id))
+        b.ok(&["swarm", "peers"])
+            .ok()
+            .filter(|p| !p.contains(&a_id))
     })?;
     // What b pinned stays readable without a.
     assert_eq!(b.ok(&["cat", &format!("{root}/y.txt")])?, "y");
@@ -83,16 +100,29 @@ fn peering_peers_are_kept_connected() -> Result<()> {
     let peering = serde_json::json!([{ "ID": a_id, "Addrs": [base] }]).to_string();
     b.ok(&["config", "--json", "Peering.Peers", &peering])?;
     b.start_daemon()?;
-    wait_for("b to connect to its peering peer", Duration::from_secs(30), || {
-        b.ok(&["swarm", "peers"]).ok().filter(|p| p.contains(&a_id))
-    })?;
+    wait_for(
+        "b to connect to its peering peer",
+        Duration::from_secs(30),
+        || b.ok(&["swarm", "peers"]).ok().filter(|p| p.contains(&a_id)),
+    )?;
     // a restarts on the same port: b reconnects by itself.
     a.stop()?;
-    wait_for("b to notice", Duration::from_secs(30), || b.ok(&["swarm", "peers"]).ok().filter(|p| !p.contains(&a_id)))?;
+    wait_for("b to notice", Duration::from_secs(30), || {
+        b.ok(&["swarm", "peers"])
+            .ok()
+            .filter(|p| !p.contains(&a_id))
+    })?;
     let port = base.rsplit('/').next().unwrap().to_string();
-    a.ok(&["config", "--json", "Addresses.Swarm", &format!(r#"["/ip4/127.0.0.1/tcp/{port}"]"#)])?;
+    a.ok(&[
+        "config",
+        "--json",
+        "Addresses.Swarm",
+        &format!(r#"["/ip4/127.0.0.1/tcp/{port}"]"#),
+    ])?;
     a.start_daemon()?;
-    wait_for("b to reconnect", Duration::from_secs(60), || b.ok(&["swarm", "peers"]).ok().filter(|p| p.contains(&a_id)))?;
+    wait_for("b to reconnect", Duration::from_secs(60), || {
+        b.ok(&["swarm", "peers"]).ok().filter(|p| p.contains(&a_id))
+    })?;
     b.stop()?;
     Ok(())
 }

@@ -31,7 +31,12 @@ impl Kubo {
             .context("cannot start the Kubo driver")?;
         let stdin = child.stdin.take().context("stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut k = Kubo { child, stdin, stdout, _dir: dir };
+        let mut k = Kubo {
+            child,
+            stdin,
+            stdout,
+            _dir: dir,
+        };
         let repo = k._dir.path().join("repo");
         k.ask(json!({"op": "start", "repo": repo}))?;
         Ok(k)
@@ -42,7 +47,8 @@ impl Kubo {
         self.stdin.flush()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("bad driver reply {line:?}"))?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("bad driver reply {line:?}"))?;
         if let Some(e) = v.get("error") {
             bail!("kubo: {e}");
         }
@@ -52,7 +58,11 @@ impl Kubo {
     fn addr(&mut self) -> Result<String> {
         let id = self.ask(json!({"op": "id"}))?;
         let pid = id["id"].as_str().context("id")?.to_string();
-        let a = id["addrs"].as_array().and_then(|a| a.first()).and_then(|a| a.as_str()).context("no Kubo address")?;
+        let a = id["addrs"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a.as_str())
+            .context("no Kubo address")?;
         Ok(format!("{a}/p2p/{pid}"))
     }
 }
@@ -67,7 +77,12 @@ impl Drop for Kubo {
 
 fn tessera_addr(node: &Node) -> Result<String> {
     let id: Value = serde_json::from_str(&node.ok(&["id"])?)?;
-    Ok(id["Addresses"].as_array().and_then(|a| a.first()).and_then(|a| a.as_str()).context("no address")?.to_string())
+    Ok(id["Addresses"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str())
+        .context("no address")?
+        .to_string())
 }
 
 #[test]
@@ -79,11 +94,20 @@ fn tessera_fetches_from_kubo() -> Result<()> {
     let data = pseudo_random(3 * 262_144 + 1000, 90);
     let f = node.dir.path().join("from-kubo.bin");
     std::fs::write(&f, &data)?;
-    let cid = kubo.ask(json!({"op": "add", "path": f}))?.as_str().context("cid")?.to_string();
+    let cid = kubo
+        .ask(json!({"op": "add", "path": f}))?
+        .as_str()
+        .context("cid")?
+        .to_string();
     assert!(cid.starts_with("Qm"));
     node.ok(&["swarm", "connect", &kubo.addr()?])?;
     let got = node.run(&["cat", &cid])?;
-    assert!(got.status.success(), "{}\n{}", String::from_utf8_lossy(&got.stderr), node.log());
+    assert!(
+        got.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&got.stderr),
+        node.log()
+    );
     assert!(got.stdout == data, "bytes from Kubo differ");
     Ok(())
 }
@@ -99,9 +123,20 @@ fn kubo_fetches_from_tessera_v0_and_v1_1mib_blocks() -> Result<()> {
     let f1 = node.dir.path().join("v1.bin");
     std::fs::write(&f0, &v0)?;
     std::fs::write(&f1, &v1)?;
-    let c0 = node.ok(&["add", "-Q", f0.to_str().unwrap()])?.trim().to_string();
+    let c0 = node
+        .ok(&["add", "-Q", f0.to_str().unwrap()])?
+        .trim()
+        .to_string();
     let c1 = node
-        .ok(&["add", "-Q", "--cid-version", "1", "--chunker", "size-1048576", f1.to_str().unwrap()])?
+        .ok(&[
+            "add",
+            "-Q",
+            "--cid-version",
+            "1",
+            "--chunker",
+            "size-1048576",
+            f1.to_str().unwrap(),
+        ])?
         .trim()
         .to_string();
     kubo.ask(json!({"op": "connect", "addr": tessera_addr(&node)?}))?;
@@ -109,7 +144,10 @@ fn kubo_fetches_from_tessera_v0_and_v1_1mib_blocks() -> Result<()> {
         let dest = node.dir.path().join(format!("kubo-{cid}"));
         kubo.ask(json!({"op": "download", "cid": cid, "dest": dest}))
             .with_context(|| format!("Kubo fetching {cid}; tessera log:\n{}", node.log()))?;
-        assert!(std::fs::read(&dest)? == *data, "Kubo got different bytes for {cid}");
+        assert!(
+            std::fs::read(&dest)? == *data,
+            "Kubo got different bytes for {cid}"
+        );
     }
     Ok(())
 }

@@ -28,7 +28,11 @@ impl Helia {
             .context("cannot start the Helia peer (is node installed?)")?;
         let stdin = child.stdin.take().context("stdin")?;
         let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut h = Helia { child, stdin, stdout };
+        let mut h = Helia {
+            child,
+            stdin,
+            stdout,
+        };
         let id = h.ask(json!({"op": "start"}))?;
         Ok((h, id))
     }
@@ -38,7 +42,8 @@ impl Helia {
         self.stdin.flush()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("bad Helia reply {line:?}"))?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("bad Helia reply {line:?}"))?;
         if let Some(e) = v.get("error") {
             bail!("helia: {e}");
         }
@@ -58,14 +63,27 @@ fn helia_addr(id: &Value) -> Result<String> {
     let pid = id["id"].as_str().context("id")?;
     let a = id["addrs"]
         .as_array()
-        .and_then(|a| a.iter().filter_map(|x| x.as_str()).find(|s| s.starts_with("/ip4/127.0.0.1/tcp/")))
+        .and_then(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .find(|s| s.starts_with("/ip4/127.0.0.1/tcp/"))
+        })
         .context("no loopback TCP address")?;
-    Ok(if a.contains("/p2p/") { a.to_string() } else { format!("{a}/p2p/{pid}") })
+    Ok(if a.contains("/p2p/") {
+        a.to_string()
+    } else {
+        format!("{a}/p2p/{pid}")
+    })
 }
 
 fn tessera_addr(node: &Node) -> Result<String> {
     let id: Value = serde_json::from_str(&node.ok(&["id"])?)?;
-    Ok(id["Addresses"].as_array().and_then(|a| a.first()).and_then(|a| a.as_str()).context("no address")?.to_string())
+    Ok(id["Addresses"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str())
+        .context("no address")?
+        .to_string())
 }
 
 #[test]
@@ -74,13 +92,25 @@ fn tessera_fetches_from_helia_both_profiles() -> Result<()> {
     let (mut helia, id) = Helia::start()?;
     let node = Node::start()?;
     node.ok(&["swarm", "connect", &helia_addr(&id)?])?;
-    for (profile, size, seed) in [("unixfs-v1-2025", 2 * 1_048_576 + 11, 95u64), ("unixfs-v0-2015", 2 * 262_144 + 3, 96)] {
+    for (profile, size, seed) in [
+        ("unixfs-v1-2025", 2 * 1_048_576 + 11, 95u64),
+        ("unixfs-v0-2015", 2 * 262_144 + 3, 96),
+    ] {
         let data = pseudo_random(size, seed);
         let f = node.dir.path().join(format!("{profile}.bin"));
         std::fs::write(&f, &data)?;
-        let cid = helia.ask(json!({"op": "add", "path": f, "profile": profile}))?.as_str().context("cid")?.to_string();
+        let cid = helia
+            .ask(json!({"op": "add", "path": f, "profile": profile}))?
+            .as_str()
+            .context("cid")?
+            .to_string();
         let got = node.run(&["cat", &cid])?;
-        assert!(got.status.success(), "{profile}: {}\n{}", String::from_utf8_lossy(&got.stderr), node.log());
+        assert!(
+            got.status.success(),
+            "{profile}: {}\n{}",
+            String::from_utf8_lossy(&got.stderr),
+            node.log()
+        );
         assert!(got.stdout == data, "{profile}: bytes from Helia differ");
     }
     Ok(())
@@ -98,17 +128,31 @@ fn helia_fetches_from_tessera_both_profiles() -> Result<()> {
     std::fs::write(&f1, &v1)?;
     std::fs::write(&f0, &v0)?;
     let c1 = node
-        .ok(&["add", "-Q", "--cid-version", "1", "--chunker", "size-1048576", f1.to_str().unwrap()])?
+        .ok(&[
+            "add",
+            "-Q",
+            "--cid-version",
+            "1",
+            "--chunker",
+            "size-1048576",
+            f1.to_str().unwrap(),
+        ])?
         .trim()
         .to_string();
-    let c0 = node.ok(&["add", "-Q", f0.to_str().unwrap()])?.trim().to_string();
+    let c0 = node
+        .ok(&["add", "-Q", f0.to_str().unwrap()])?
+        .trim()
+        .to_string();
     helia.ask(json!({"op": "connect", "addr": tessera_addr(&node)?}))?;
     for (cid, data) in [(&c1, &v1), (&c0, &v0)] {
         let dest = node.dir.path().join(format!("helia-{cid}"));
         helia
             .ask(json!({"op": "cat", "cid": cid, "dest": dest, "timeout_ms": 60000}))
             .with_context(|| format!("Helia fetching {cid}; tessera log:\n{}", node.log()))?;
-        assert!(std::fs::read(&dest)? == *data, "Helia got different bytes for {cid}");
+        assert!(
+            std::fs::read(&dest)? == *data,
+            "Helia got different bytes for {cid}"
+        );
     }
     Ok(())
 }

@@ -36,18 +36,29 @@ impl Client {
                 repo.display()
             );
         };
-        let sock = tessera_node::multiaddr_to_socket(&ma).map_err(|e| anyhow!("API address: {e}"))?;
-        let http = reqwest::Client::builder().build().context("cannot build the HTTP client")?;
-        Ok(Client { http, base: format!("http://{sock}/api/v0") })
+        let sock =
+            tessera_node::multiaddr_to_socket(&ma).map_err(|e| anyhow!("API address: {e}"))?;
+        let http = reqwest::Client::builder()
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client {
+            http,
+            base: format!("http://{sock}/api/v0"),
+        })
     }
 
     fn request(&self, path: &str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
-        self.http.post(format!("{}/{}", self.base, path)).query(query)
+        self.http
+            .post(format!("{}/{}", self.base, path))
+            .query(query)
     }
 
     /// Sends a request and fails with Kubo's error message on a non-2xx answer.
     pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.context("cannot reach the tessera daemon")?;
+        let resp = req
+            .send()
+            .await
+            .context("cannot reach the tessera daemon")?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -55,15 +66,25 @@ impl Client {
         let body = resp.bytes().await.unwrap_or_default();
         let msg = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("Message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("Message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
         bail!("{msg}")
     }
 
     /// A call answered with one JSON document.
-    pub(crate) async fn json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
         let resp = self.send(self.request(path, query)).await?;
-        resp.json().await.context("the daemon's answer is not the JSON expected")
+        resp.json()
+            .await
+            .context("the daemon's answer is not the JSON expected")
     }
 
     /// A call with a multipart body answered with one JSON document or NDJSON.
@@ -83,7 +104,9 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<impl Stream<Item = Result<bytes::Bytes>> + use<>> {
         let resp = self.send(self.request(path, query)).await?;
-        Ok(resp.bytes_stream().map_err(|e| anyhow!("transfer from the daemon broke off: {e}")))
+        Ok(resp
+            .bytes_stream()
+            .map_err(|e| anyhow!("transfer from the daemon broke off: {e}")))
     }
 
     /// A call answered with NDJSON, one value per line; an error object ends the stream with an error.
@@ -98,15 +121,24 @@ impl Client {
 }
 
 /// Splits a response body into JSON lines.
-pub(crate) fn ndjson_lines<T: DeserializeOwned + 'static>(resp: reqwest::Response) -> impl Stream<Item = Result<T>> {
+pub(crate) fn ndjson_lines<T: DeserializeOwned + 'static>(
+    resp: reqwest::Response,
+) -> impl Stream<Item = Result<T>> {
     let body = resp.bytes_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(body);
-    let lines = tokio_util::codec::FramedRead::new(reader, tokio_util::codec::LinesCodec::new_with_max_length(16 << 20));
+    let lines = tokio_util::codec::FramedRead::new(
+        reader,
+        tokio_util::codec::LinesCodec::new_with_max_length(16 << 20),
+    );
     lines.map(|line| {
         let line = line.map_err(|e| anyhow!("transfer from the daemon broke off: {e}"))?;
-        let v: serde_json::Value = serde_json::from_str(&line).with_context(|| format!("bad line from the daemon: {line}"))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("bad line from the daemon: {line}"))?;
         if v.get("Type").and_then(|t| t.as_str()) == Some("error") {
-            let m = v.get("Message").and_then(|m| m.as_str()).unwrap_or("unknown error");
+            let m = v
+                .get("Message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("unknown error");
             bail!("{m}");
         }
         serde_json::from_value(v).context("the daemon's answer is not the JSON expected")

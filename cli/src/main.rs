@@ -70,15 +70,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let repo = cli.repo_dir.clone().unwrap_or_else(tessera_node::default_repo_path);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let repo = cli
+        .repo_dir
+        .clone()
+        .unwrap_or_else(tessera_node::default_repo_path);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let ctx = cmd::Context { repo, api: cli.api.clone() };
+    let ctx = cmd::Context {
+        repo,
+        api: cli.api.clone(),
+    };
     let result = rt.block_on(async move {
         match cli.command {
             Command::Init(a) => cmd::init::run(&ctx, a),
@@ -103,7 +112,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Broken pipes (`tessera cat X | head`) are not errors worth reporting.
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("Error: {e:#}");

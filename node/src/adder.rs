@@ -112,7 +112,13 @@ struct Current {
     last_progress: u64,
 }
 
-fn import_thread(store: Blockstore, options: AddOptions, rx: Receiver<AddInput>, mut events: impl EventSink, stored: Stored) {
+fn import_thread(
+    store: Blockstore,
+    options: AddOptions,
+    rx: Receiver<AddInput>,
+    mut events: impl EventSink,
+    stored: Stored,
+) {
     let (batch_tx, batch_rx) = sync_channel::<Batch>(2);
     let only_hash = options.only_hash;
     let storer = std::thread::Builder::new()
@@ -121,7 +127,9 @@ fn import_thread(store: Blockstore, options: AddOptions, rx: Receiver<AddInput>,
     let storer = match storer {
         Ok(h) => h,
         Err(e) => {
-            events.send(AddEvent::Failed(format!("cannot start the store thread: {e}")));
+            events.send(AddEvent::Failed(format!(
+                "cannot start the store thread: {e}"
+            )));
             return;
         }
     };
@@ -130,9 +138,17 @@ fn import_thread(store: Blockstore, options: AddOptions, rx: Receiver<AddInput>,
         Ok(pins) => (pins, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    let _ = batch_tx.send(Batch::Finish { pins: if failure.is_some() || !options.pin { Vec::new() } else { pins } });
+    let _ = batch_tx.send(Batch::Finish {
+        pins: if failure.is_some() || !options.pin {
+            Vec::new()
+        } else {
+            pins
+        },
+    });
     drop(batch_tx);
-    let stored = storer.join().unwrap_or_else(|_| Err("the store thread panicked".into()));
+    let stored = storer
+        .join()
+        .unwrap_or_else(|_| Err("the store thread panicked".into()));
     match (failure, stored) {
         (Some(e), _) | (None, Err(e)) => {
             events.send(AddEvent::Failed(e));
@@ -148,7 +164,10 @@ fn import(
     batches: &SyncSender<Batch>,
     events: &mut impl EventSink,
 ) -> Result<Vec<Cid>, String> {
-    let dir_options = DirectoryOptions { cid_version: options.import.cid_version, ..DirectoryOptions::default() };
+    let dir_options = DirectoryOptions {
+        cid_version: options.import.cid_version,
+        ..DirectoryOptions::default()
+    };
     let mut dirs = DirectoryBuilder::new(dir_options);
     let mut has_dirs = false;
     let mut current: Option<Current> = None;
@@ -162,7 +181,9 @@ fn import(
             return Ok(());
         }
         *pending_bytes = 0;
-        batches.send(Batch::Blocks(std::mem::take(pending))).map_err(|_| "the store thread stopped".to_string())
+        batches
+            .send(Batch::Blocks(std::mem::take(pending)))
+            .map_err(|_| "the store thread stopped".to_string())
     };
 
     for input in rx.iter() {
@@ -173,17 +194,28 @@ fn import(
                     return Err("a file started before the previous one ended".into());
                 }
                 let importer = FileImporter::new(options.import).map_err(|e| e.to_string())?;
-                current = Some(Current { name, importer, bytes: 0, last_progress: 0 });
+                current = Some(Current {
+                    name,
+                    importer,
+                    bytes: 0,
+                    last_progress: 0,
+                });
             }
             AddInput::Data(data) => {
                 let cur = current.as_mut().ok_or("file data outside of a file")?;
                 let before = pending.len();
                 cur.importer.push(&data, &mut pending);
-                pending_bytes += pending[before..].iter().map(|b| b.data().len()).sum::<usize>();
+                pending_bytes += pending[before..]
+                    .iter()
+                    .map(|b| b.data().len())
+                    .sum::<usize>();
                 cur.bytes += data.len() as u64;
                 if options.progress && cur.bytes - cur.last_progress >= PROGRESS_STEP {
                     cur.last_progress = cur.bytes;
-                    if !events.send(AddEvent::Progress { name: cur.name.clone(), bytes: cur.bytes }) {
+                    if !events.send(AddEvent::Progress {
+                        name: cur.name.clone(),
+                        bytes: cur.bytes,
+                    }) {
                         return Err("the client went away".into());
                     }
                 }
@@ -195,17 +227,29 @@ fn import(
                 let cur = current.take().ok_or("file end outside of a file")?;
                 let file = cur.importer.finish(&mut pending);
                 if options.progress {
-                    events.send(AddEvent::Progress { name: cur.name.clone(), bytes: cur.bytes });
+                    events.send(AddEvent::Progress {
+                        name: cur.name.clone(),
+                        bytes: cur.bytes,
+                    });
                 }
-                let shown = if cur.name.is_empty() { file.cid.to_string() } else { cur.name.clone() };
-                if !events.send(AddEvent::Added { name: shown, cid: file.cid, size: file.tsize }) {
+                let shown = if cur.name.is_empty() {
+                    file.cid.to_string()
+                } else {
+                    cur.name.clone()
+                };
+                if !events.send(AddEvent::Added {
+                    name: shown,
+                    cid: file.cid,
+                    size: file.tsize,
+                }) {
                     return Err("the client went away".into());
                 }
                 if cur.name.is_empty() {
                     top_level.push((String::new(), file.cid));
                     if options.wrap {
                         named_entries += 1;
-                        dirs.add_file(&file.cid.to_string(), &file).map_err(|e| e.to_string())?;
+                        dirs.add_file(&file.cid.to_string(), &file)
+                            .map_err(|e| e.to_string())?;
                     }
                 } else {
                     named_entries += 1;
@@ -229,7 +273,11 @@ fn import(
                 let size = block.data().len() as u64;
                 pending.push(block);
                 dirs.add_link(&name, cid, size).map_err(|e| e.to_string())?;
-                events.send(AddEvent::Added { name: name.clone(), cid, size });
+                events.send(AddEvent::Added {
+                    name: name.clone(),
+                    cid,
+                    size,
+                });
                 named_entries += 1;
                 if name.contains('/') {
                     has_dirs = true;
@@ -245,18 +293,30 @@ fn import(
     if named_entries == 0 && top_level.is_empty() {
         return Err("no files were uploaded".into());
     }
-    let mut pins: Vec<Cid> = top_level.iter().filter(|(n, _)| !n.contains('/')).map(|(_, c)| *c).collect();
+    let mut pins: Vec<Cid> = top_level
+        .iter()
+        .filter(|(n, _)| !n.contains('/'))
+        .map(|(_, c)| *c)
+        .collect();
     if has_dirs || options.wrap {
         let written = dirs.finish(&mut pending).map_err(|e| e.to_string())?;
         for d in written {
             if d.path.is_empty() {
                 if options.wrap {
-                    events.send(AddEvent::Added { name: String::new(), cid: d.cid, size: d.tsize });
+                    events.send(AddEvent::Added {
+                        name: String::new(),
+                        cid: d.cid,
+                        size: d.tsize,
+                    });
                     pins = vec![d.cid];
                 }
                 continue;
             }
-            events.send(AddEvent::Added { name: d.path.clone(), cid: d.cid, size: d.tsize });
+            events.send(AddEvent::Added {
+                name: d.path.clone(),
+                cid: d.cid,
+                size: d.tsize,
+            });
             if !d.path.contains('/') && !options.wrap {
                 pins.push(d.cid);
             }
@@ -273,20 +333,29 @@ enum Batch {
     Finish { pins: Vec<Cid> },
 }
 
-fn store_thread(store: Blockstore, only_hash: bool, rx: Receiver<Batch>, stored: Stored) -> Result<(), String> {
+fn store_thread(
+    store: Blockstore,
+    only_hash: bool,
+    rx: Receiver<Batch>,
+    stored: Stored,
+) -> Result<(), String> {
     let _guard = store.gc_guard();
     for batch in rx.iter() {
         match batch {
             Batch::Blocks(blocks) => {
                 if !only_hash {
-                    store.put_many(&blocks).map_err(|e| format!("cannot store blocks: {e}"))?;
+                    store
+                        .put_many(&blocks)
+                        .map_err(|e| format!("cannot store blocks: {e}"))?;
                     stored(blocks.iter().map(|b| *b.cid()).collect());
                 }
             }
             Batch::Finish { pins } => {
                 if !only_hash {
                     for root in pins {
-                        store.pin(&root, PinMode::Recursive).map_err(|e| format!("cannot pin {root}: {e}"))?;
+                        store
+                            .pin(&root, PinMode::Recursive)
+                            .map_err(|e| format!("cannot pin {root}: {e}"))?;
                     }
                 }
             }
@@ -301,8 +370,12 @@ pub fn parse_chunker(s: &str) -> Result<usize, String> {
         return Ok(crate::unixfs::DEFAULT_CHUNK_SIZE);
     }
     match s.strip_prefix("size-") {
-        Some(n) => n.parse().map_err(|_| format!("chunker \"{s}\": \"{n}\" is not a size in bytes")),
-        None => Err(format!("unsupported chunker \"{s}\": tessera supports size-N (fixed-size chunks)")),
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("chunker \"{s}\": \"{n}\" is not a size in bytes")),
+        None => Err(format!(
+            "unsupported chunker \"{s}\": tessera supports size-N (fixed-size chunks)"
+        )),
     }
 }
 

@@ -7,7 +7,9 @@ use libp2p::multiaddr::Protocol;
 
 /// Turns `/ip4/A/tcp/P` or `/ip6/A/tcp/P` into a socket address.
 pub fn multiaddr_to_socket(addr: &str) -> Result<SocketAddr, String> {
-    let ma: Multiaddr = addr.parse().map_err(|e| format!("`{addr}` is not a multiaddr: {e}"))?;
+    let ma: Multiaddr = addr
+        .parse()
+        .map_err(|e| format!("`{addr}` is not a multiaddr: {e}"))?;
     let mut ip: Option<IpAddr> = None;
     let mut port: Option<u16> = None;
     for p in ma.iter() {
@@ -19,12 +21,18 @@ pub fn multiaddr_to_socket(addr: &str) -> Result<SocketAddr, String> {
             }
             Protocol::Tcp(p) => port = Some(p),
             Protocol::Http => {}
-            other => return Err(format!("`{addr}`: {other} is not supported here; use /ip4/HOST/tcp/PORT")),
+            other => {
+                return Err(format!(
+                    "`{addr}`: {other} is not supported here; use /ip4/HOST/tcp/PORT"
+                ));
+            }
         }
     }
     match (ip, port) {
         (Some(ip), Some(port)) => Ok(SocketAddr::new(ip, port)),
-        _ => Err(format!("`{addr}` needs an IP and a TCP port, such as /ip4/127.0.0.1/tcp/5001")),
+        _ => Err(format!(
+            "`{addr}` needs an IP and a TCP port, such as /ip4/127.0.0.1/tcp/5001"
+        )),
     }
 }
 
@@ -45,7 +53,10 @@ mod tests {
     fn round_trip() {
         let s = multiaddr_to_socket("/ip4/127.0.0.1/tcp/5001").unwrap();
         assert_eq!(s, "127.0.0.1:5001".parse().unwrap());
-        assert_eq!(socket_to_multiaddr(s).to_string(), "/ip4/127.0.0.1/tcp/5001");
+        assert_eq!(
+            socket_to_multiaddr(s).to_string(),
+            "/ip4/127.0.0.1/tcp/5001"
+        );
         assert!(multiaddr_to_socket("/ip4/127.0.0.1/udp/1/quic-v1").is_err());
         assert!(multiaddr_to_socket("/ip4/127.0.0.1").is_err());
         assert!(multiaddr_to_socket("garbage").is_err());

@@ -74,11 +74,16 @@ pub(crate) fn router(node: Node) -> Router {
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("an API handler panicked; this is a bug in tessera");
-    error::ApiError::normal("internal error in tessera (see the daemon log); the request was not completed")
-        .into_response()
+    error::ApiError::normal(
+        "internal error in tessera (see the daemon log); the request was not completed",
+    )
+    .into_response()
 }
 
 async fn unknown(uri: Uri) -> Response {
-    error::ApiError::not_found(format!("unknown command: \"{}\"", uri.path().trim_start_matches("/api/v0/")))
-        .into_response()
+    error::ApiError::not_found(format!(
+        "unknown command: \"{}\"",
+        uri.path().trim_start_matches("/api/v0/")
+    ))
+    .into_response()
 }

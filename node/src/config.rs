@@ -30,7 +30,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not JSON, or a key is unknown or holds a value of the wrong type.
-    #[error("config file {path}: key `{key}`: {message}; fix it with `tessera config` or an editor")]
+    #[error(
+        "config file {path}: key `{key}`: {message}; fix it with `tessera config` or an editor"
+    )]
     Invalid {
         /// The file.
         path: String,
@@ -110,7 +112,10 @@ impl Default for Addresses {
         Self {
             api: "/ip4/127.0.0.1/tcp/5001".into(),
             gateway: "/ip4/127.0.0.1/tcp/8080".into(),
-            swarm: vec!["/ip4/0.0.0.0/tcp/4001".into(), "/ip4/0.0.0.0/udp/4001/quic-v1".into()],
+            swarm: vec![
+                "/ip4/0.0.0.0/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+            ],
             announce: Vec::new(),
             no_announce: Vec::new(),
         }
@@ -132,7 +137,10 @@ pub struct Datastore {
 
 impl Default for Datastore {
     fn default() -> Self {
-        Self { storage_max: "10GB".into(), verify_on_read: true }
+        Self {
+            storage_max: "10GB".into(),
+            verify_on_read: true,
+        }
     }
 }
 
@@ -186,7 +194,9 @@ pub struct Routing {
 
 impl Default for Routing {
     fn default() -> Self {
-        Self { kind: "none".into() }
+        Self {
+            kind: "none".into(),
+        }
     }
 }
 
@@ -206,13 +216,16 @@ fn default_true() -> bool {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.display().to_string(),
-            key: ".".into(),
-            message: format!("not valid JSON: {e}"),
+            source,
         })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.display().to_string(),
+                key: ".".into(),
+                message: format!("not valid JSON: {e}"),
+            })?;
         Self::from_value(value).map_err(|(key, message)| ConfigError::Invalid {
             path: path.display().to_string(),
             key,
@@ -224,7 +237,10 @@ impl Config {
     pub fn from_value(value: serde_json::Value) -> Result<Config, (String, String)> {
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            (if key.is_empty() { ".".into() } else { key }, e.inner().to_string())
+            (
+                if key.is_empty() { ".".into() } else { key },
+                e.inner().to_string(),
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -249,13 +265,18 @@ impl Config {
             addr(&format!("Bootstrap[{i}]"), a)?;
         }
         for (i, p) in self.peering.peers.iter().enumerate() {
-            p.id.parse::<libp2p::PeerId>()
-                .map_err(|e| (format!("Peering.Peers[{i}].ID"), format!("`{}` is not a peer id: {e}", p.id)))?;
+            p.id.parse::<libp2p::PeerId>().map_err(|e| {
+                (
+                    format!("Peering.Peers[{i}].ID"),
+                    format!("`{}` is not a peer id: {e}", p.id),
+                )
+            })?;
             for (j, a) in p.addrs.iter().enumerate() {
                 addr(&format!("Peering.Peers[{i}].Addrs[{j}]"), a)?;
             }
         }
-        parse_size(&self.datastore.storage_max).map_err(|e| ("Datastore.StorageMax".to_string(), e))?;
+        parse_size(&self.datastore.storage_max)
+            .map_err(|e| ("Datastore.StorageMax".to_string(), e))?;
         match self.routing.kind.as_str() {
             "none" | "dht" | "dhtclient" | "dhtserver" => {}
             other => {
@@ -288,7 +309,10 @@ impl Config {
 /// Writes a JSON document to `path` through a temporary file, fsync and rename.
 pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<(), ConfigError> {
     use std::io::Write;
-    let io = |source| ConfigError::Io { path: path.display().to_string(), source };
+    let io = |source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| ConfigError::Invalid {
         path: path.display().to_string(),

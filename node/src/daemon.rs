@@ -30,7 +30,9 @@ pub enum DaemonError {
         message: String,
     },
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({key}): {source}; is another daemon using that port? Change it with `tessera config {key} /ip4/127.0.0.1/tcp/PORT`")]
+    #[error(
+        "cannot listen on {addr} ({key}): {source}; is another daemon using that port? Change it with `tessera config {key} /ip4/127.0.0.1/tcp/PORT`"
+    )]
     Bind {
         /// The config key.
         key: &'static str,
@@ -53,18 +55,50 @@ const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn swarm_config(config: &crate::Config) -> Result<crate::swarm::SwarmConfig, DaemonError> {
     let parse = |key: &'static str, s: &str| {
-        s.parse::<libp2p::Multiaddr>().map_err(|e| DaemonError::Address { key, message: format!("`{s}`: {e}") })
+        s.parse::<libp2p::Multiaddr>()
+            .map_err(|e| DaemonError::Address {
+                key,
+                message: format!("`{s}`: {e}"),
+            })
     };
-    let listen = config.addresses.swarm.iter().map(|a| parse("Addresses.Swarm", a)).collect::<Result<_, _>>()?;
-    let announce = config.addresses.announce.iter().map(|a| parse("Addresses.Announce", a)).collect::<Result<_, _>>()?;
-    let bootstrap = config.bootstrap.iter().map(|a| parse("Bootstrap", a)).collect::<Result<_, _>>()?;
+    let listen = config
+        .addresses
+        .swarm
+        .iter()
+        .map(|a| parse("Addresses.Swarm", a))
+        .collect::<Result<_, _>>()?;
+    let announce = config
+        .addresses
+        .announce
+        .iter()
+        .map(|a| parse("Addresses.Announce", a))
+        .collect::<Result<_, _>>()?;
+    let bootstrap = config
+        .bootstrap
+        .iter()
+        .map(|a| parse("Bootstrap", a))
+        .collect::<Result<_, _>>()?;
     let mut peering = Vec::new();
     for p in &config.peering.peers {
-        let id = p.id.parse::<libp2p::PeerId>().map_err(|e| DaemonError::Address { key: "Peering.Peers", message: e.to_string() })?;
-        let addrs = p.addrs.iter().map(|a| parse("Peering.Peers", a)).collect::<Result<_, _>>()?;
+        let id =
+            p.id.parse::<libp2p::PeerId>()
+                .map_err(|e| DaemonError::Address {
+                    key: "Peering.Peers",
+                    message: e.to_string(),
+                })?;
+        let addrs = p
+            .addrs
+            .iter()
+            .map(|a| parse("Peering.Peers", a))
+            .collect::<Result<_, _>>()?;
         peering.push((id, addrs));
     }
-    Ok(crate::swarm::SwarmConfig { listen, announce, peering, bootstrap })
+    Ok(crate::swarm::SwarmConfig {
+        listen,
+        announce,
+        peering,
+        bootstrap,
+    })
 }
 
 /// Where a started daemon listens.
@@ -96,10 +130,14 @@ pub async fn run(
         .map_err(|e| DaemonError::Blockstore(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let swarm_config = swarm_config(&config)?;
-    let (swarm, swarm_addrs, protocols) =
-        crate::swarm::start(keypair.clone(), store.clone(), swarm_config, stop_rx.clone())
-            .await
-            .map_err(|e| DaemonError::Swarm(e.to_string()))?;
+    let (swarm, swarm_addrs, protocols) = crate::swarm::start(
+        keypair.clone(),
+        store.clone(),
+        swarm_config,
+        stop_rx.clone(),
+    )
+    .await
+    .map_err(|e| DaemonError::Swarm(e.to_string()))?;
     let fetcher = swarm.fetcher(FETCH_TIMEOUT);
     let dag = DagService::with_fetcher(store.clone(), std::sync::Arc::new(fetcher));
     let node = Node::new(repo.root(), config.clone(), store, dag, keypair.public());
@@ -107,19 +145,37 @@ pub async fn run(
     node.set_listen_addrs(swarm_addrs);
     node.set_protocols(protocols);
 
-    let api_addr = multiaddr_to_socket(&config.addresses.api)
-        .map_err(|message| DaemonError::Address { key: "Addresses.API", message })?;
-    let gw_addr = multiaddr_to_socket(&config.addresses.gateway)
-        .map_err(|message| DaemonError::Address { key: "Addresses.Gateway", message })?;
+    let api_addr =
+        multiaddr_to_socket(&config.addresses.api).map_err(|message| DaemonError::Address {
+            key: "Addresses.API",
+            message,
+        })?;
+    let gw_addr =
+        multiaddr_to_socket(&config.addresses.gateway).map_err(|message| DaemonError::Address {
+            key: "Addresses.Gateway",
+            message,
+        })?;
     let api_listener = tokio::net::TcpListener::bind(api_addr)
         .await
-        .map_err(|source| DaemonError::Bind { key: "Addresses.API", addr: api_addr, source })?;
+        .map_err(|source| DaemonError::Bind {
+            key: "Addresses.API",
+            addr: api_addr,
+            source,
+        })?;
     let gw_listener = tokio::net::TcpListener::bind(gw_addr)
         .await
-        .map_err(|source| DaemonError::Bind { key: "Addresses.Gateway", addr: gw_addr, source })?;
+        .map_err(|source| DaemonError::Bind {
+            key: "Addresses.Gateway",
+            addr: gw_addr,
+            source,
+        })?;
     let listening = Listening {
-        api: api_listener.local_addr().map_err(|e| DaemonError::Serve(e.to_string()))?,
-        gateway: gw_listener.local_addr().map_err(|e| DaemonError::Serve(e.to_string()))?,
+        api: api_listener
+            .local_addr()
+            .map_err(|e| DaemonError::Serve(e.to_string()))?,
+        gateway: gw_listener
+            .local_addr()
+            .map_err(|e| DaemonError::Serve(e.to_string()))?,
     };
 
     let files = AddressFiles::write(repo.root().to_path_buf(), &listening)?;

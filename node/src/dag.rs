@@ -34,7 +34,9 @@ pub struct DagService {
 
 impl std::fmt::Debug for DagService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DagService").field("network", &self.fetcher.is_some()).finish()
+        f.debug_struct("DagService")
+            .field("network", &self.fetcher.is_some())
+            .finish()
     }
 }
 
@@ -42,12 +44,18 @@ impl DagService {
     /// A DAG service over the local store only: a missing block is an error at once, as with
     /// `ipfs --offline`.
     pub fn local(store: Blockstore) -> Self {
-        Self { store, fetcher: None }
+        Self {
+            store,
+            fetcher: None,
+        }
     }
 
     /// A DAG service that asks `fetcher` for what the store lacks and keeps what it gets.
     pub fn with_fetcher(store: Blockstore, fetcher: Arc<dyn Fetcher>) -> Self {
-        Self { store, fetcher: Some(fetcher) }
+        Self {
+            store,
+            fetcher: Some(fetcher),
+        }
     }
 
     /// Tells the network that blocks were stored (after an add or an import), so that peers that
@@ -72,13 +80,19 @@ impl DagService {
         let c = *cid;
         let res = tokio::task::spawn_blocking(move || store.get(&c))
             .await
-            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: format!("store task failed: {e}") })?;
+            .map_err(|e| BlockSourceError::Failed {
+                cid: *cid,
+                reason: format!("store task failed: {e}"),
+            })?;
         match res {
             Ok(v) => Ok(v),
             // A corrupt block has been moved aside by the store: treat it as missing so that the
             // network (or reconstruction) can bring a good copy.
             Err(GetError::Corrupt { .. }) => Ok(None),
-            Err(e) => Err(BlockSourceError::Failed { cid: *cid, reason: e.to_string() }),
+            Err(e) => Err(BlockSourceError::Failed {
+                cid: *cid,
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -96,8 +110,14 @@ impl BlockSource for DagService {
         let b = block.clone();
         tokio::task::spawn_blocking(move || store.put(&b))
             .await
-            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: format!("store task failed: {e}") })?
-            .map_err(|e| BlockSourceError::Failed { cid: *cid, reason: e.to_string() })?;
+            .map_err(|e| BlockSourceError::Failed {
+                cid: *cid,
+                reason: format!("store task failed: {e}"),
+            })?
+            .map_err(|e| BlockSourceError::Failed {
+                cid: *cid,
+                reason: e.to_string(),
+            })?;
         fetcher.stored(vec![*cid]).await;
         Ok(block.into_parts().1)
     }

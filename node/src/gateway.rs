@@ -29,7 +29,10 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/ipfs/{*path}", get(serve).head(serve))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a gateway handler panicked; this is a bug in tessera");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error in tessera (see the daemon log)".into())
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error in tessera (see the daemon log)".into(),
+            )
         }))
         .with_state(node)
 }
@@ -41,20 +44,32 @@ enum Format {
     Deserialized,
 }
 
-fn format(query: &std::collections::HashMap<String, String>, headers: &HeaderMap) -> Result<Format, Response> {
+fn format(
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Format, Response> {
     if let Some(f) = query.get("format") {
         return match f.as_str() {
             "raw" => Ok(Format::Raw),
             "car" => Ok(Format::Car),
-            other => Err(plain(StatusCode::BAD_REQUEST, format!("unsupported format \"{other}\": use raw or car"))),
+            other => Err(plain(
+                StatusCode::BAD_REQUEST,
+                format!("unsupported format \"{other}\": use raw or car"),
+            )),
         };
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if accept.contains("application/vnd.ipld.raw") {
         Ok(Format::Raw)
     } else if accept.contains("application/vnd.ipld.car") {
         if accept.contains("version=2") && !accept.contains("version=1") {
-            return Err(plain(StatusCode::BAD_REQUEST, "only CAR version 1 is supported".into()));
+            return Err(plain(
+                StatusCode::BAD_REQUEST,
+                "only CAR version 1 is supported".into(),
+            ));
         }
         Ok(Format::Car)
     } else {
@@ -63,7 +78,12 @@ fn format(query: &std::collections::HashMap<String, String>, headers: &HeaderMap
 }
 
 fn plain(status: StatusCode, msg: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg + "\n",
+    )
+        .into_response()
 }
 
 fn status_of(e: &BlockSourceError) -> StatusCode {
@@ -77,7 +97,9 @@ fn status_of(e: &BlockSourceError) -> StatusCode {
 fn export_status(e: &ExportError) -> StatusCode {
     match e {
         ExportError::Fetch(f) => status_of(f),
-        ExportError::NoSuchEntry { .. } | ExportError::NotADirectory { .. } => StatusCode::NOT_FOUND,
+        ExportError::NoSuchEntry { .. } | ExportError::NotADirectory { .. } => {
+            StatusCode::NOT_FOUND
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -118,7 +140,12 @@ async fn serve(
     };
     let root = match Cid::try_from(first) {
         Ok(c) => c,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid CID \"{first}\": {e}")),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("invalid CID \"{first}\": {e}"),
+            );
+        }
     };
     let rest: Vec<&str> = parts.collect();
     let head = method == Method::HEAD;
@@ -129,7 +156,10 @@ async fn serve(
     }
 }
 
-fn immutable_headers(b: axum::http::response::Builder, etag: String) -> axum::http::response::Builder {
+fn immutable_headers(
+    b: axum::http::response::Builder,
+    etag: String,
+) -> axum::http::response::Builder {
     b.header(header::ETAG, etag)
         .header(header::CACHE_CONTROL, "public, max-age=29030400, immutable")
         .header("X-Content-Type-Options", "nosniff")
@@ -137,7 +167,10 @@ fn immutable_headers(b: axum::http::response::Builder, etag: String) -> axum::ht
 
 async fn raw(node: &Node, root: Cid, rest: &[&str], head: bool) -> Response {
     if !rest.is_empty() {
-        return plain(StatusCode::BAD_REQUEST, "raw block requests take a CID without a path".into());
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "raw block requests take a CID without a path".into(),
+        );
     }
     let data = match node.dag().get(&root).await {
         Ok(d) => d,
@@ -145,10 +178,17 @@ async fn raw(node: &Node, root: Cid, rest: &[&str], head: bool) -> Response {
     };
     let b = immutable_headers(Response::builder(), format!("\"{root}.raw\""))
         .header(header::CONTENT_TYPE, "application/vnd.ipld.raw")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{root}.bin\""))
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{root}.bin\""),
+        )
         .header(header::CONTENT_LENGTH, data.len());
-    b.body(if head { Body::empty() } else { Body::from(data) })
-        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    b.body(if head {
+        Body::empty()
+    } else {
+        Body::from(data)
+    })
+    .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn car_response(
@@ -160,13 +200,19 @@ async fn car_response(
 ) -> Response {
     let scope = query.get("dag-scope").map(String::as_str).unwrap_or("all");
     if !matches!(scope, "all" | "entity" | "block") {
-        return plain(StatusCode::BAD_REQUEST, format!("invalid dag-scope \"{scope}\": use all, entity or block"));
+        return plain(
+            StatusCode::BAD_REQUEST,
+            format!("invalid dag-scope \"{scope}\": use all, entity or block"),
+        );
     }
     // The root block must exist before we commit to 200.
     if let Err(e) = node.dag().get(&root).await {
         return plain(status_of(&e), e.to_string());
     }
-    let rec = Recording { inner: node.dag().clone(), seen: Arc::new(Mutex::new(vec![root])) };
+    let rec = Recording {
+        inner: node.dag().clone(),
+        seen: Arc::new(Mutex::new(vec![root])),
+    };
     let terminus = if rest.is_empty() {
         root
     } else {
@@ -176,11 +222,22 @@ async fn car_response(
         }
     };
     let path_blocks: Vec<Cid> = rec.seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let builder = immutable_headers(Response::builder(), format!("\"{root}/{}.car.{scope}\"", rest.join("/")))
-        .header(header::CONTENT_TYPE, "application/vnd.ipld.car; version=1; order=dfs; dups=n")
-        .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{terminus}.car\""));
+    let builder = immutable_headers(
+        Response::builder(),
+        format!("\"{root}/{}.car.{scope}\"", rest.join("/")),
+    )
+    .header(
+        header::CONTENT_TYPE,
+        "application/vnd.ipld.car; version=1; order=dfs; dups=n",
+    )
+    .header(
+        header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"{terminus}.car\""),
+    );
     if head {
-        return builder.body(Body::empty()).unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        return builder
+            .body(Body::empty())
+            .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
     }
     let dag = node.dag().clone();
     let header = Bytes::from(car::header_bytes(&[terminus]));
@@ -223,22 +280,43 @@ async fn car_response(
             }
         }
     };
-    builder.body(Body::from_stream(body)).unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    builder
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Links of a HAMT shard node that point at sub-shards (names of just the two hex digits of a
 /// fanout-256 slot), not at entries.
 fn shard_links(cid: &Cid, data: &Bytes) -> Vec<Cid> {
-    let Ok(node) = crate::ipld::PbNode::decode(data) else { return Vec::new() };
-    let Some(d) = node.data.as_ref().and_then(|d| unixfs::Data::decode(d).ok()) else { return Vec::new() };
+    let Ok(node) = crate::ipld::PbNode::decode(data) else {
+        return Vec::new();
+    };
+    let Some(d) = node
+        .data
+        .as_ref()
+        .and_then(|d| unixfs::Data::decode(d).ok())
+    else {
+        return Vec::new();
+    };
     if d.kind != unixfs::DataType::HamtShard {
         return Vec::new();
     }
     let _ = cid;
-    node.links.iter().filter(|l| l.name.as_deref().is_some_and(|n| n.len() == 2)).map(|l| l.cid).collect()
+    node.links
+        .iter()
+        .filter(|l| l.name.as_deref().is_some_and(|n| n.len() == 2))
+        .map(|l| l.cid)
+        .collect()
 }
 
-async fn deserialized(node: &Node, root: Cid, rest: &[&str], path: &str, headers: &HeaderMap, head: bool) -> Response {
+async fn deserialized(
+    node: &Node,
+    root: Cid,
+    rest: &[&str],
+    path: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
     let cid = if rest.is_empty() {
         root
     } else {
@@ -262,12 +340,19 @@ async fn deserialized(node: &Node, root: Cid, rest: &[&str], path: &str, headers
                     .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
             }
             if let Ok(index) = unixfs::lookup(node.dag(), cid, "index.html").await {
-                let size = unixfs::stat(node.dag(), index).await.ok().and_then(|s| s.file_size).unwrap_or(0);
+                let size = unixfs::stat(node.dag(), index)
+                    .await
+                    .ok()
+                    .and_then(|s| s.file_size)
+                    .unwrap_or(0);
                 return file(node, index, size, "index.html", headers, head).await;
             }
             listing(node, cid, path, head).await
         }
-        EntryKind::Symlink => plain(StatusCode::NOT_IMPLEMENTED, "symlinks are not followed by the gateway".into()),
+        EntryKind::Symlink => plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "symlinks are not followed by the gateway".into(),
+        ),
         EntryKind::File => {
             let name = rest.last().copied().unwrap_or("");
             file(node, cid, stat.file_size.unwrap_or(0), name, headers, head).await
@@ -276,7 +361,10 @@ async fn deserialized(node: &Node, root: Cid, rest: &[&str], path: &str, headers
 }
 
 fn content_type(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "html" | "htm" => "text/html; charset=utf-8",
         "txt" | "md" => "text/plain; charset=utf-8",
@@ -309,7 +397,10 @@ fn range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
             (size.saturating_sub(n), size.checked_sub(1)?)
         }
         (s, "") => (s.parse().ok()?, size.checked_sub(1)?),
-        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(size.saturating_sub(1))),
+        (s, e) => (
+            s.parse().ok()?,
+            e.parse::<u64>().ok()?.min(size.saturating_sub(1)),
+        ),
     };
     if start >= size || start > end {
         return Some(Err(()));
@@ -317,7 +408,14 @@ fn range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((start, end)))
 }
 
-async fn file(node: &Node, cid: Cid, size: u64, name: &str, headers: &HeaderMap, head: bool) -> Response {
+async fn file(
+    node: &Node,
+    cid: Cid,
+    size: u64,
+    name: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
     let (status, offset, len) = match range(headers, size) {
         None => (StatusCode::OK, 0, size),
         Some(Ok((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
@@ -333,19 +431,32 @@ async fn file(node: &Node, cid: Cid, size: u64, name: &str, headers: &HeaderMap,
         .header(header::CONTENT_TYPE, content_type(name))
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header("X-Ipfs-Path", HeaderValue::from_str(&format!("/ipfs/{cid}")).unwrap_or(HeaderValue::from_static("")));
+        .header(
+            "X-Ipfs-Path",
+            HeaderValue::from_str(&format!("/ipfs/{cid}")).unwrap_or(HeaderValue::from_static("")),
+        );
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", offset, offset + len - 1));
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", offset, offset + len - 1),
+        );
     }
     if head {
-        return b.body(Body::empty()).unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        return b
+            .body(Body::empty())
+            .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
     }
-    let content = unixfs::cat(node.dag().clone(), cid, offset, Some(len)).map_err(std::io::Error::other);
-    b.body(Body::from_stream(content)).unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let content =
+        unixfs::cat(node.dag().clone(), cid, offset, Some(len)).map_err(std::io::Error::other);
+    b.body(Body::from_stream(content))
+        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn listing(node: &Node, cid: Cid, path: &str, head: bool) -> Response {
@@ -360,13 +471,19 @@ async fn listing(node: &Node, cid: Cid, path: &str, head: bool) -> Response {
     );
     for e in &entries {
         let n = escape_html(&e.name);
-        html.push_str(&format!("<li><a href=\"{n}\">{n}</a> {} bytes <code>{}</code></li>", e.tsize, e.cid));
+        html.push_str(&format!(
+            "<li><a href=\"{n}\">{n}</a> {} bytes <code>{}</code></li>",
+            e.tsize, e.cid
+        ));
     }
     html.push_str("</ul></body></html>");
     let b = Response::builder()
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::ETAG, format!("\"DirIndex-{cid}\""));
-    b.body(if head { Body::empty() } else { Body::from(html) })
-        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    b.body(if head {
+        Body::empty()
+    } else {
+        Body::from(html)
+    })
+    .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
-

@@ -5,8 +5,8 @@
 //! The cluster crate sits above and reaches the node only through the traits defined here.
 #![warn(missing_docs)]
 
-mod addr;
 pub mod adder;
+mod addr;
 mod api;
 pub mod config;
 pub mod daemon;

@@ -52,7 +52,13 @@ struct Inner {
 
 impl Node {
     /// Assembles a node from its parts; the daemon does this at start.
-    pub fn new(root: &Path, config: Config, store: Blockstore, dag: DagService, public_key: PublicKey) -> Node {
+    pub fn new(
+        root: &Path,
+        config: Config,
+        store: Blockstore,
+        dag: DagService,
+        public_key: PublicKey,
+    ) -> Node {
         // Keep the file's own document (it may omit sections left at their defaults), so that
         // `config` edits change only the key asked for.
         let doc = std::fs::read(root.join("config"))
@@ -107,7 +113,11 @@ impl Node {
 
     /// Swarm addresses this node listens on (with `/p2p/` appended by callers that need it).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.inner.listen_addrs.lock().map(|a| a.clone()).unwrap_or_default()
+        self.inner
+            .listen_addrs
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// Records the swarm's listen addresses.
@@ -140,7 +150,11 @@ impl Node {
 
     /// The libp2p protocols this node speaks, as `id` lists them.
     pub fn protocols(&self) -> Vec<String> {
-        self.inner.protocols.lock().map(|p| p.clone()).unwrap_or_default()
+        self.inner
+            .protocols
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 
     /// Records the protocols the swarm speaks.
@@ -156,9 +170,13 @@ impl Node {
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || {
             let links = |cid: &cid::Cid, data: &[u8]| -> Result<Vec<cid::Cid>, String> {
-                crate::ipld::links(cid, &bytes::Bytes::copy_from_slice(data)).map_err(|e| e.to_string())
+                crate::ipld::links(cid, &bytes::Bytes::copy_from_slice(data))
+                    .map_err(|e| e.to_string())
             };
-            store.gc(&links).map(|r| r.removed).map_err(|e| e.to_string())
+            store
+                .gc(&links)
+                .map(|r| r.removed)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -172,7 +190,11 @@ impl Node {
 
     /// The whole config document as it is now on disk.
     pub fn config_doc(&self) -> serde_json::Value {
-        self.inner.config_doc.lock().map(|d| d.clone()).unwrap_or(serde_json::Value::Null)
+        self.inner
+            .config_doc
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Sets a dotted key, validates the whole config, and writes it; applies at the next start.
@@ -181,7 +203,10 @@ impl Node {
             .inner
             .config_doc
             .lock()
-            .map_err(|_| ConfigChangeError::Invalid { key: key.into(), message: "config lock poisoned".into() })?;
+            .map_err(|_| ConfigChangeError::Invalid {
+                key: key.into(),
+                message: "config lock poisoned".into(),
+            })?;
         let updated = set_config_key(&guard, key, value)?;
         write_json_atomic(&self.inner.root.join("config"), &updated)?;
         *guard = updated;
@@ -197,6 +222,7 @@ pub fn set_config_key(
 ) -> Result<serde_json::Value, ConfigChangeError> {
     let mut updated = doc.clone();
     set_key(&mut updated, key, value)?;
-    Config::from_value(updated.clone()).map_err(|(k, message)| ConfigChangeError::Invalid { key: k, message })?;
+    Config::from_value(updated.clone())
+        .map_err(|(k, message)| ConfigChangeError::Invalid { key: k, message })?;
     Ok(updated)
 }

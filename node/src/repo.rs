@@ -17,7 +17,9 @@ use crate::config::{Config, ConfigError, Identity};
 #[non_exhaustive]
 pub enum RepoError {
     /// `init` on a folder that already has a config.
-    #[error("a tessera repo already exists at {0}; remove it or set TESSERA_PATH to another folder")]
+    #[error(
+        "a tessera repo already exists at {0}; remove it or set TESSERA_PATH to another folder"
+    )]
     AlreadyInitialized(PathBuf),
     /// No config where one was expected.
     #[error("no tessera repo at {0}; run `tessera init` first (or set TESSERA_PATH)")]
@@ -26,7 +28,9 @@ pub enum RepoError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Another daemon holds the repo.
-    #[error("the repo at {0} is in use by another tessera daemon; stop it first, or use another repo folder")]
+    #[error(
+        "the repo at {0} is in use by another tessera daemon; stop it first, or use another repo folder"
+    )]
     Locked(PathBuf),
     /// The identity in the config cannot be decoded.
     #[error("Identity.PrivKey in {path} cannot be decoded: {message}")]
@@ -60,12 +64,17 @@ pub fn default_repo_path() -> PathBuf {
     if let Some(p) = std::env::var_os("TESSERA_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".tessera")
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
-    move |source| RepoError::Io { path: path.to_path_buf(), source }
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Repo {
@@ -77,10 +86,12 @@ impl Repo {
         }
         std::fs::create_dir_all(root).map_err(io(root))?;
         let keypair = Keypair::generate_ed25519();
-        let encoded = keypair.to_protobuf_encoding().map_err(|e| RepoError::BadIdentity {
-            path: config_path.clone(),
-            message: e.to_string(),
-        })?;
+        let encoded = keypair
+            .to_protobuf_encoding()
+            .map_err(|e| RepoError::BadIdentity {
+                path: config_path.clone(),
+                message: e.to_string(),
+            })?;
         let config = Config {
             identity: Identity {
                 peer_id: keypair.public().to_peer_id().to_string(),
@@ -97,7 +108,11 @@ impl Repo {
         };
         config.save(&config_path)?;
         std::fs::create_dir_all(root.join("blocks")).map_err(io(root))?;
-        Ok(Repo { root: root.to_path_buf(), config, lock: None })
+        Ok(Repo {
+            root: root.to_path_buf(),
+            config,
+            lock: None,
+        })
     }
 
     /// Opens an existing repo and validates its config.
@@ -107,14 +122,23 @@ impl Repo {
             return Err(RepoError::NotInitialized(root.to_path_buf()));
         }
         let config = Config::load(&config_path)?;
-        Ok(Repo { root: root.to_path_buf(), config, lock: None })
+        Ok(Repo {
+            root: root.to_path_buf(),
+            config,
+            lock: None,
+        })
     }
 
     /// Takes the repo's exclusive lock for a daemon; fails at once if another process holds it.
     /// The OS releases the lock when the process dies, so a crashed daemon never leaves it stuck.
     pub fn lock(&mut self) -> Result<(), RepoError> {
         let path = self.root.join("repo.lock");
-        let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         match f.try_lock() {
             Ok(()) => {
                 self.lock = Some(f);
@@ -166,7 +190,10 @@ impl Repo {
 
     /// The node's libp2p keypair, decoded from `Identity.PrivKey`.
     pub fn keypair(&self) -> Result<Keypair, RepoError> {
-        let bad = |message: String| RepoError::BadIdentity { path: self.config_path(), message };
+        let bad = |message: String| RepoError::BadIdentity {
+            path: self.config_path(),
+            message,
+        };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(self.config.identity.priv_key.trim())
             .map_err(|e| bad(format!("not base64: {e}")))?;
@@ -195,7 +222,10 @@ mod tests {
         let b = Repo::open(&root).unwrap();
         assert_eq!(b.keypair().unwrap().public(), kp.public());
         assert!(b.config().identity.peer_id.starts_with("12D3Koo"));
-        assert!(matches!(Repo::init(&root), Err(RepoError::AlreadyInitialized(_))));
+        assert!(matches!(
+            Repo::init(&root),
+            Err(RepoError::AlreadyInitialized(_))
+        ));
     }
 
     #[test]

@@ -90,9 +90,15 @@ pub struct SwarmHandle {
 }
 
 impl SwarmHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SwarmError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SwarmError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| SwarmError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| SwarmError::Stopped)?;
         rx.await.map_err(|_| SwarmError::Stopped)
     }
 
@@ -138,7 +144,11 @@ impl SwarmHandle {
 
     /// A fetcher for the DAG service over this swarm's Bitswap.
     pub(crate) fn fetcher(&self, timeout: Duration) -> BitswapFetcher {
-        BitswapFetcher { handle: self.bitswap.clone(), timeout, connected: self.connected.clone() }
+        BitswapFetcher {
+            handle: self.bitswap.clone(),
+            timeout,
+            connected: self.connected.clone(),
+        }
     }
 }
 
@@ -170,7 +180,11 @@ pub(crate) async fn start(
     let mut slot = Some(bitswap_behaviour);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| SwarmError::Build(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
@@ -191,7 +205,10 @@ pub(crate) async fn start(
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| SwarmError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+            .map_err(|e| SwarmError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
     }
     for addr in &config.announce {
         swarm.add_external_address(addr.clone());
@@ -202,11 +219,20 @@ pub(crate) async fn start(
     while listening.len() < config.listen.len() {
         let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
             .await
-            .map_err(|_| SwarmError::Listen { addr: format!("{:?}", config.listen), reason: "no listener came up in 10 s".into() })?;
+            .map_err(|_| SwarmError::Listen {
+                addr: format!("{:?}", config.listen),
+                reason: "no listener came up in 10 s".into(),
+            })?;
         match event {
             SwarmEvent::NewListenAddr { address, .. } => listening.push(address),
-            SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
-                return Err(SwarmError::Listen { addr: format!("{:?}", config.listen), reason: error.to_string() });
+            SwarmEvent::ListenerError { error, .. }
+            | SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => {
+                return Err(SwarmError::Listen {
+                    addr: format!("{:?}", config.listen),
+                    reason: error.to_string(),
+                });
             }
             _ => {}
         }
@@ -222,13 +248,22 @@ pub(crate) async fn start(
 
     let (tx, rx) = mpsc::channel(64);
     let connected = Arc::new(AtomicUsize::new(0));
-    let handle = SwarmHandle { commands: tx, bitswap: bitswap_handle, local, connected: connected.clone() };
+    let handle = SwarmHandle {
+        commands: tx,
+        bitswap: bitswap_handle,
+        local,
+        connected: connected.clone(),
+    };
     let mut task = Task {
         swarm,
         rx,
         pending_dials: HashMap::new(),
         latency: HashMap::new(),
-        peering: config.peering.iter().map(|(p, a)| (*p, a.clone())).collect(),
+        peering: config
+            .peering
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect(),
         redial: HashMap::new(),
         connected: HashSet::new(),
         conns: HashMap::new(),
@@ -294,11 +329,16 @@ impl Task {
                         let _ = reply.send(Ok(p));
                     }
                     Some(p) => {
-                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p).addresses(vec![addr.clone()]).build();
+                        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(p)
+                            .addresses(vec![addr.clone()])
+                            .build();
                         match self.swarm.dial(opts) {
                             Ok(()) => self.pending_dials.entry(p).or_default().push(reply),
                             Err(e) => {
-                                let _ = reply.send(Err(SwarmError::Dial { addr: addr.to_string(), reason: e.to_string() }));
+                                let _ = reply.send(Err(SwarmError::Dial {
+                                    addr: addr.to_string(),
+                                    reason: e.to_string(),
+                                }));
                             }
                         }
                     }
@@ -330,57 +370,96 @@ impl Task {
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {
-        self.conns.iter().map(|(peer, (addr, outbound))| PeerInfo {
-            peer: *peer,
-            addr: addr.clone(),
-            outbound: *outbound,
-            latency: self.latency.get(peer).copied(),
-        }).collect()
+        self.conns
+            .iter()
+            .map(|(peer, (addr, outbound))| PeerInfo {
+                peer: *peer,
+                addr: addr.clone(),
+                outbound: *outbound,
+                latency: self.latency.get(peer).copied(),
+            })
+            .collect()
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
                 let (addr, outbound) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
-                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), false)
+                    }
                 };
                 self.conns.insert(peer_id, (addr, outbound));
                 self.connected.insert(peer_id);
-                self.connected_count.store(self.connected.len(), Ordering::Relaxed);
+                self.connected_count
+                    .store(self.connected.len(), Ordering::Relaxed);
                 self.redial.remove(&peer_id);
                 for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(peer_id));
                 }
                 tracing::debug!(%peer_id, "connected");
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 if num_established == 0 {
                     self.conns.remove(&peer_id);
                     self.connected.remove(&peer_id);
-                    self.connected_count.store(self.connected.len(), Ordering::Relaxed);
+                    self.connected_count
+                        .store(self.connected.len(), Ordering::Relaxed);
                     self.latency.remove(&peer_id);
                     if self.peering.contains_key(&peer_id) {
-                        self.redial.insert(peer_id, (tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1)));
+                        self.redial.insert(
+                            peer_id,
+                            (
+                                tokio::time::Instant::now() + Duration::from_secs(1),
+                                Duration::from_secs(1),
+                            ),
+                        );
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
                 if let Some(replies) = self.pending_dials.remove(&peer) {
                     let reason = dial_reason(&error);
                     for reply in replies {
-                        let _ = reply.send(Err(SwarmError::Dial { addr: peer.to_string(), reason: reason.clone() }));
+                        let _ = reply.send(Err(SwarmError::Dial {
+                            addr: peer.to_string(),
+                            reason: reason.clone(),
+                        }));
                     }
                 }
                 if self.peering.contains_key(&peer) && !self.swarm.is_connected(&peer) {
-                    let backoff = self.redial.get(&peer).map(|(_, b)| (*b * 2).min(Duration::from_secs(300))).unwrap_or(Duration::from_secs(1));
-                    self.redial.insert(peer, (tokio::time::Instant::now() + backoff, backoff));
+                    let backoff = self
+                        .redial
+                        .get(&peer)
+                        .map(|(_, b)| (*b * 2).min(Duration::from_secs(300)))
+                        .unwrap_or(Duration::from_secs(1));
+                    self.redial
+                        .insert(peer, (tokio::time::Instant::now() + backoff, backoff));
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
                 self.latency.insert(peer, rtt);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
             }
             _ => {}
@@ -389,14 +468,21 @@ impl Task {
 
     fn redial_peering(&mut self) {
         let now = tokio::time::Instant::now();
-        let due: Vec<PeerId> = self.redial.iter().filter(|(_, (at, _))| *at <= now).map(|(p, _)| *p).collect();
+        let due: Vec<PeerId> = self
+            .redial
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(p, _)| *p)
+            .collect();
         for peer in due {
             if self.swarm.is_connected(&peer) {
                 self.redial.remove(&peer);
                 continue;
             }
             if let Some(addrs) = self.peering.get(&peer) {
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs.clone()).build();
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs.clone())
+                    .build();
                 let _ = self.swarm.dial(opts);
             }
             if let Some((at, backoff)) = self.redial.get_mut(&peer) {
@@ -409,7 +495,11 @@ impl Task {
 
 fn dial_reason(e: &DialError) -> String {
     match e {
-        DialError::Transport(errs) => errs.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "),
+        DialError::Transport(errs) => errs
+            .iter()
+            .map(|(a, e)| format!("{a}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
         other => other.to_string(),
     }
 }

@@ -11,7 +11,10 @@ use anyhow::{Context, Result, anyhow, bail};
 
 /// The repo root (the workspace folder).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -40,7 +43,14 @@ pub fn tessera_bin() -> PathBuf {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "-p", "tessera", "--bin", "tessera", "--message-format=json-render-diagnostics"])
+            .args([
+                "build",
+                "-p",
+                "tessera",
+                "--bin",
+                "tessera",
+                "--message-format=json-render-diagnostics",
+            ])
             .current_dir(workspace_root())
             .stderr(Stdio::inherit())
             .output()
@@ -65,14 +75,22 @@ pub fn setup_peers() -> Result<()> {
             .arg(workspace_root().join("tests/setup-peers.sh"))
             .status()
             .map_err(|e| e.to_string())?;
-        if status.success() { Ok(()) } else { Err(format!("tests/setup-peers.sh failed: {status}")) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("tests/setup-peers.sh failed: {status}"))
+        }
     })
     .clone()
     .map_err(|e| anyhow!(e))
 }
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -101,11 +119,20 @@ impl Node {
     pub fn init() -> Result<Node> {
         let dir = tempfile::tempdir()?;
         let repo = dir.path().join("repo");
-        let node = Node { dir, repo, daemon: None };
+        let node = Node {
+            dir,
+            repo,
+            daemon: None,
+        };
         node.ok(&["init"])?;
         node.ok(&["config", "Addresses.API", "/ip4/127.0.0.1/tcp/0"])?;
         node.ok(&["config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/0"])?;
-        node.ok(&["config", "--json", "Addresses.Swarm", r#"["/ip4/127.0.0.1/tcp/0"]"#])?;
+        node.ok(&[
+            "config",
+            "--json",
+            "Addresses.Swarm",
+            r#"["/ip4/127.0.0.1/tcp/0"]"#,
+        ])?;
         Ok(node)
     }
 
@@ -132,13 +159,19 @@ impl Node {
         wait_for("the daemon's API file", Duration::from_secs(60), || {
             if let Some(c) = self.daemon.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Some(Err(anyhow!("daemon exited early with {status}: {}", self.log())));
+                    return Some(Err(anyhow!(
+                        "daemon exited early with {status}: {}",
+                        self.log()
+                    )));
                 }
             }
             api_file.exists().then_some(Ok(()))
         })??;
         wait_for("the API to answer", Duration::from_secs(30), || {
-            reqwest::blocking::Client::new().post(format!("{}/version", self.api_url().ok()?)).send().ok()
+            reqwest::blocking::Client::new()
+                .post(format!("{}/version", self.api_url().ok()?))
+                .send()
+                .ok()
         })?;
         Ok(())
     }
@@ -153,7 +186,9 @@ impl Node {
         if let Some(mut c) = self.daemon.take() {
             let pid = c.id().to_string();
             Command::new("kill").args(["-TERM", &pid]).status()?;
-            let status = wait_for("the daemon to exit", Duration::from_secs(30), || c.try_wait().ok().flatten())?;
+            let status = wait_for("the daemon to exit", Duration::from_secs(30), || {
+                c.try_wait().ok().flatten()
+            })?;
             if !status.success() {
                 bail!("daemon exited with {status}: {}", self.log());
             }
@@ -171,7 +206,8 @@ impl Node {
     }
 
     fn read_addr(&self, file: &str) -> Result<String> {
-        let ma = std::fs::read_to_string(self.repo.join(file)).with_context(|| format!("no {file} file: is the daemon up?"))?;
+        let ma = std::fs::read_to_string(self.repo.join(file))
+            .with_context(|| format!("no {file} file: is the daemon up?"))?;
         let sock = tessera_node_addr(ma.trim())?;
         Ok(sock)
     }
@@ -194,8 +230,14 @@ impl Node {
     /// Runs `tessera ARGS` with bytes on stdin.
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
         let mut cmd = Command::new(tessera_bin());
-        cmd.args(args).env("TESSERA_PATH", &self.repo).current_dir(self.dir.path());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.args(args)
+            .env("TESSERA_PATH", &self.repo)
+            .current_dir(self.dir.path());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().context("cannot run tessera")?;
         if let Some(data) = stdin {

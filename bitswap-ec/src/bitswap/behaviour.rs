@@ -211,6 +211,13 @@ impl Behaviour {
         if server_bytes > 0 {
             self.conn_reserved.entry(conn).or_insert((peer, 0)).1 += server_bytes;
         }
+        tracing::trace!(
+            %peer,
+            wants = message.wantlist.len(),
+            blocks = message.payload.len(),
+            presences = message.presences.len(),
+            "sending bitswap message"
+        );
         self.pending.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
             handler: NotifyHandler::One(conn),
@@ -256,6 +263,14 @@ impl Behaviour {
     fn on_received(&mut self, peer: PeerId, inbound: super::verify::Inbound) {
         let now = Instant::now();
         self.stats.messages_received += 1;
+        tracing::trace!(
+            %peer,
+            wants = inbound.wantlist.len(),
+            full = inbound.full,
+            blocks = inbound.blocks.len(),
+            presences = inbound.presences.len(),
+            "received bitswap message"
+        );
         if inbound.dropped_blocks > 0 {
             self.stats.unverifiable_blocks += inbound.dropped_blocks as u64;
             self.pending

@@ -62,13 +62,20 @@ enum Entry {
 }
 
 fn collect(root: &Path, name: &str, args: &AddArgs, out: &mut Vec<Entry>) -> Result<()> {
-    let meta = std::fs::symlink_metadata(root).with_context(|| format!("cannot read {}", root.display()))?;
+    let meta = std::fs::symlink_metadata(root)
+        .with_context(|| format!("cannot read {}", root.display()))?;
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(root)?;
-        out.push(Entry::Symlink(name.to_string(), target.to_string_lossy().into_owned()));
+        out.push(Entry::Symlink(
+            name.to_string(),
+            target.to_string_lossy().into_owned(),
+        ));
     } else if meta.is_dir() {
         if !args.recursive {
-            bail!("{} is a directory, use the '-r' flag to specify directories", root.display());
+            bail!(
+                "{} is a directory, use the '-r' flag to specify directories",
+                root.display()
+            );
         }
         out.push(Entry::Dir(name.to_string()));
         let mut children: Vec<_> = std::fs::read_dir(root)?.collect::<Result<_, _>>()?;
@@ -81,7 +88,11 @@ fn collect(root: &Path, name: &str, args: &AddArgs, out: &mut Vec<Entry>) -> Res
             collect(&child.path(), &format!("{name}/{child_name}"), args, out)?;
         }
     } else {
-        out.push(Entry::File(name.to_string(), root.to_path_buf(), meta.len()));
+        out.push(Entry::File(
+            name.to_string(),
+            root.to_path_buf(),
+            meta.len(),
+        ));
     }
     Ok(())
 }
@@ -96,26 +107,50 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
             .unwrap_or_else(|| p.to_string_lossy().into_owned());
         collect(p, &name, &args, &mut entries)?;
     }
-    let total: u64 = entries.iter().map(|e| if let Entry::File(_, _, n) = e { *n } else { 0 }).sum();
+    let total: u64 = entries
+        .iter()
+        .map(|e| if let Entry::File(_, _, n) = e { *n } else { 0 })
+        .sum();
     let sent = Arc::new(AtomicU64::new(0));
 
     let mut form = Form::new();
     if args.paths.is_empty() {
         let stdin = tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), 1 << 20);
         let counted = count(stdin, sent.clone());
-        form = form.part("file", Part::stream(reqwest::Body::wrap_stream(counted)).file_name(""));
+        form = form.part(
+            "file",
+            Part::stream(reqwest::Body::wrap_stream(counted)).file_name(""),
+        );
     }
     for e in entries {
         form = match e {
-            Entry::Dir(name) => form.part("file", Part::bytes(Vec::new()).file_name(name).mime_str("application/x-directory")?),
-            Entry::Symlink(name, target) => {
-                form.part("file", Part::bytes(target.into_bytes()).file_name(name).mime_str("application/symlink")?)
-            }
+            Entry::Dir(name) => form.part(
+                "file",
+                Part::bytes(Vec::new())
+                    .file_name(name)
+                    .mime_str("application/x-directory")?,
+            ),
+            Entry::Symlink(name, target) => form.part(
+                "file",
+                Part::bytes(target.into_bytes())
+                    .file_name(name)
+                    .mime_str("application/symlink")?,
+            ),
             Entry::File(name, path, len) => {
-                let f = tokio::fs::File::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?;
-                let counted = count(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20), sent.clone());
+                let f = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let counted = count(
+                    tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
+                    sent.clone(),
+                );
                 let body = reqwest::Body::wrap_stream(counted);
-                form.part("file", Part::stream_with_length(body, len).file_name(name).mime_str("application/octet-stream")?)
+                form.part(
+                    "file",
+                    Part::stream_with_length(body, len)
+                        .file_name(name)
+                        .mime_str("application/octet-stream")?,
+                )
             }
         };
     }
@@ -137,8 +172,10 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
     let bar = if args.progress || (std::io::stderr().is_terminal() && !args.quieter) {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {percent}% {binary_bytes_per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bytes}/{total_bytes} {wide_bar} {percent}% {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -161,9 +198,15 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         let mut last = None;
         while let Some(v) = lines.next().await {
             let v = v?;
-            let Some(hash) = v["Hash"].as_str() else { continue };
+            let Some(hash) = v["Hash"].as_str() else {
+                continue;
+            };
             let name = v["Name"].as_str().unwrap_or_default();
-            let line = if args.quiet { hash.to_string() } else { format!("added {hash} {name}") };
+            let line = if args.quiet {
+                hash.to_string()
+            } else {
+                format!("added {hash} {name}")
+            };
             if !args.quieter {
                 match &bar {
                     Some(b) => b.println(line),
@@ -188,7 +231,10 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
     Ok(())
 }
 
-fn count<S>(s: S, sent: Arc<AtomicU64>) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
+fn count<S>(
+    s: S,
+    sent: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static
 where
     S: futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
 {

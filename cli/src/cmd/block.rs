@@ -56,7 +56,12 @@ pub(crate) async fn run(ctx: &Context, cmd: BlockCommand) -> Result<()> {
             let s = client.bytes("block/get", &[("arg", cid)]).await?;
             copy_to_stdout(Box::pin(s)).await
         }
-        BlockCommand::Put { files, cid_codec, pin, allow_big_block } => {
+        BlockCommand::Put {
+            files,
+            cid_codec,
+            pin,
+            allow_big_block,
+        } => {
             let mut form = reqwest::multipart::Form::new();
             if files.is_empty() {
                 let mut data = Vec::new();
@@ -64,7 +69,9 @@ pub(crate) async fn run(ctx: &Context, cmd: BlockCommand) -> Result<()> {
                 form = form.part("file", reqwest::multipart::Part::bytes(data).file_name(""));
             }
             for f in &files {
-                let data = tokio::fs::read(f).await.with_context(|| format!("cannot read {}", f.display()))?;
+                let data = tokio::fs::read(f)
+                    .await
+                    .with_context(|| format!("cannot read {}", f.display()))?;
                 form = form.part("file", reqwest::multipart::Part::bytes(data).file_name(""));
             }
             let q = vec![

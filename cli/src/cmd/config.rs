@@ -56,7 +56,8 @@ pub(crate) async fn run(ctx: &Context, args: ConfigArgs) -> Result<()> {
         match &args.value {
             None => tessera_node::config::get_key(&doc, &args.key)?.clone(),
             Some(raw) => {
-                let v = tessera_node::config::parse_value(raw, args.json, args.bool).map_err(anyhow::Error::msg)?;
+                let v = tessera_node::config::parse_value(raw, args.json, args.bool)
+                    .map_err(anyhow::Error::msg)?;
                 let updated = tessera_node::set_config_key(&doc, &args.key, v.clone())?;
                 tessera_node::config::write_json_atomic(&ctx.repo.join("config"), &updated)?;
                 v

@@ -16,20 +16,28 @@ pub(crate) struct DaemonArgs {
 pub(crate) async fn run(ctx: &Context, args: DaemonArgs) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     if args.init && !ctx.repo.join("config").exists() {
         let repo = Repo::init(&ctx.repo)?;
-        println!("initialized repo at {}, peer identity {}", ctx.repo.display(), repo.config().identity.peer_id);
+        println!(
+            "initialized repo at {}, peer identity {}",
+            ctx.repo.display(),
+            repo.config().identity.peer_id
+        );
     }
     let repo = Repo::open(&ctx.repo)?;
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -38,8 +46,16 @@ pub(crate) async fn run(ctx: &Context, args: DaemonArgs) -> Result<()> {
     };
     tessera_node::daemon::run(repo, shutdown, |node, listening| {
         println!("peer identity: {}", node.peer_id());
-        println!("RPC API server listening on /ip4/{}/tcp/{}", listening.api.ip(), listening.api.port());
-        println!("Gateway server listening on /ip4/{}/tcp/{}", listening.gateway.ip(), listening.gateway.port());
+        println!(
+            "RPC API server listening on /ip4/{}/tcp/{}",
+            listening.api.ip(),
+            listening.api.port()
+        );
+        println!(
+            "Gateway server listening on /ip4/{}/tcp/{}",
+            listening.gateway.ip(),
+            listening.gateway.port()
+        );
         println!("Daemon is ready");
     })
     .await?;

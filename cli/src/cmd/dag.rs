@@ -55,14 +55,24 @@ pub(crate) async fn run(ctx: &Context, cmd: DagCommand) -> Result<()> {
             let mut form = Form::new();
             if files.is_empty() {
                 let s = tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), 1 << 20);
-                form = form.part("file", Part::stream(reqwest::Body::wrap_stream(s)).file_name(""));
+                form = form.part(
+                    "file",
+                    Part::stream(reqwest::Body::wrap_stream(s)).file_name(""),
+                );
             }
             for f in &files {
-                let file = tokio::fs::File::open(f).await.with_context(|| format!("cannot open {}", f.display()))?;
+                let file = tokio::fs::File::open(f)
+                    .await
+                    .with_context(|| format!("cannot open {}", f.display()))?;
                 let s = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-                form = form.part("file", Part::stream(reqwest::Body::wrap_stream(s)).file_name(""));
+                form = form.part(
+                    "file",
+                    Part::stream(reqwest::Body::wrap_stream(s)).file_name(""),
+                );
             }
-            let resp = client.post_multipart("dag/import", &[("pin-roots", pin_roots.to_string())], form).await?;
+            let resp = client
+                .post_multipart("dag/import", &[("pin-roots", pin_roots.to_string())], form)
+                .await?;
             let mut lines = Box::pin(crate::client::ndjson_lines::<Value>(resp));
             let mut failed = false;
             while let Some(v) = lines.next().await {
@@ -89,11 +99,19 @@ pub(crate) async fn run(ctx: &Context, cmd: DagCommand) -> Result<()> {
             println!();
             Ok(())
         }
-        DagCommand::Put { store_codec, input_codec, pin } => {
+        DagCommand::Put {
+            store_codec,
+            input_codec,
+            pin,
+        } => {
             let mut data = Vec::new();
             tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut data).await?;
             let form = Form::new().part("file", Part::bytes(data).file_name(""));
-            let q = vec![("store-codec", store_codec), ("input-codec", input_codec), ("pin", pin.to_string())];
+            let q = vec![
+                ("store-codec", store_codec),
+                ("input-codec", input_codec),
+                ("pin", pin.to_string()),
+            ];
             let resp = client.post_multipart("dag/put", &q, form).await?;
             let mut lines = Box::pin(crate::client::ndjson_lines::<Value>(resp));
             while let Some(v) = lines.next().await {

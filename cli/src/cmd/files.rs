@@ -46,9 +46,18 @@ pub(crate) struct GetArgs {
 /// Downloads the daemon's tar of the path and unpacks it under `output`, refusing entries that would
 /// land outside it.
 pub(crate) async fn get(ctx: &Context, args: GetArgs) -> Result<()> {
-    let default_name = args.path.trim_end_matches('/').rsplit('/').next().unwrap_or(&args.path).to_string();
+    let default_name = args
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(&args.path)
+        .to_string();
     let output = args.output.unwrap_or_else(|| PathBuf::from(&default_name));
-    let s = ctx.client()?.bytes("get", &[("arg", args.path.clone())]).await?;
+    let s = ctx
+        .client()?
+        .bytes("get", &[("arg", args.path.clone())])
+        .await?;
     let reader = tokio_util::io::StreamReader::new(s.map_err(std::io::Error::other));
     let sync = tokio_util::io::SyncIoBridge::new(reader);
     let out = output.clone();
@@ -67,20 +76,31 @@ fn unpack(reader: impl std::io::Read, output: &Path) -> Result<()> {
         comps.next();
         let rel: PathBuf = comps.collect();
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            bail!("refusing archive entry {} that would escape the output folder", path.display());
+            bail!(
+                "refusing archive entry {} that would escape the output folder",
+                path.display()
+            );
         }
-        let dest = if rel.as_os_str().is_empty() { output.to_path_buf() } else { output.join(&rel) };
+        let dest = if rel.as_os_str().is_empty() {
+            output.to_path_buf()
+        } else {
+            output.join(&rel)
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => std::fs::create_dir_all(&dest)?,
             tar::EntryType::Symlink => {
-                let target = entry.link_name()?.context("symlink without a target")?.into_owned();
+                let target = entry
+                    .link_name()?
+                    .context("symlink without a target")?
+                    .into_owned();
                 std::os::unix::fs::symlink(target, &dest)?;
             }
             _ => {
                 if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent)?;
                 }
-                let mut f = std::fs::File::create(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
+                let mut f = std::fs::File::create(&dest)
+                    .with_context(|| format!("cannot create {}", dest.display()))?;
                 std::io::copy(&mut entry, &mut f)?;
             }
         }
@@ -110,7 +130,11 @@ pub(crate) async fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
             println!(
                 "{} {} {}{}",
                 l["Hash"].as_str().unwrap_or_default(),
-                if dir { "-".to_string() } else { l["Size"].to_string() },
+                if dir {
+                    "-".to_string()
+                } else {
+                    l["Size"].to_string()
+                },
                 l["Name"].as_str().unwrap_or_default(),
                 if dir { "/" } else { "" }
             );

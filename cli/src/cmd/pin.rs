@@ -58,7 +58,11 @@ pub(crate) async fn run(ctx: &Context, cmd: PinCommand) -> Result<()> {
             q.push(("recursive", recursive.to_string()));
             let v: Value = client.json("pin/add", &q).await?;
             for p in v["Pins"].as_array().into_iter().flatten() {
-                println!("pinned {} {}", p.as_str().unwrap_or_default(), if recursive { "recursively" } else { "directly" });
+                println!(
+                    "pinned {} {}",
+                    p.as_str().unwrap_or_default(),
+                    if recursive { "recursively" } else { "directly" }
+                );
             }
         }
         PinCommand::Rm { paths, recursive } => {
@@ -87,7 +91,12 @@ pub(crate) async fn run(ctx: &Context, cmd: PinCommand) -> Result<()> {
         PinCommand::Update { from, to, unpin } => {
             let q = vec![("arg", from), ("arg", to), ("unpin", unpin.to_string())];
             let v: Value = client.json("pin/update", &q).await?;
-            let pins: Vec<&str> = v["Pins"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+            let pins: Vec<&str> = v["Pins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
             println!("updated {}", pins.join(" to "));
         }
     }

@@ -30,7 +30,11 @@ pub(crate) async fn run(ctx: &Context, cmd: RepoCommand) -> Result<()> {
             let v: Value = client.json("repo/stat", &[]).await?;
             let size = |n: &Value| {
                 let n = n.as_u64().unwrap_or_default();
-                if human { format!("{:.1} MiB", n as f64 / 1048576.0) } else { n.to_string() }
+                if human {
+                    format!("{:.1} MiB", n as f64 / 1048576.0)
+                } else {
+                    n.to_string()
+                }
             };
             println!("NumObjects: {}", v["NumObjects"]);
             println!("RepoSize:   {}", size(&v["RepoSize"]));
@@ -39,7 +43,11 @@ pub(crate) async fn run(ctx: &Context, cmd: RepoCommand) -> Result<()> {
             println!("Version:    {}", v["Version"].as_str().unwrap_or_default());
         }
         RepoCommand::Gc { quiet } => {
-            let mut s = Box::pin(client.ndjson::<Value>("repo/gc", &[("quiet", quiet.to_string())]).await?);
+            let mut s = Box::pin(
+                client
+                    .ndjson::<Value>("repo/gc", &[("quiet", quiet.to_string())])
+                    .await?,
+            );
             while let Some(item) = s.next().await {
                 let v = item?;
                 if let Some(c) = v["Key"]["/"].as_str() {

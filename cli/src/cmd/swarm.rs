@@ -75,7 +75,9 @@ pub(crate) async fn run(ctx: &Context, cmd: SwarmCommand) -> Result<()> {
             strings(&client.json("swarm/disconnect", &q).await?);
         }
         SwarmCommand::Peers { latency } => {
-            let v: Value = client.json("swarm/peers", &[("latency", latency.to_string())]).await?;
+            let v: Value = client
+                .json("swarm/peers", &[("latency", latency.to_string())])
+                .await?;
             for p in v["Peers"].as_array().into_iter().flatten() {
                 let addr = p["Addr"].as_str().unwrap_or_default();
                 let peer = p["Peer"].as_str().unwrap_or_default();
@@ -85,10 +87,14 @@ pub(crate) async fn run(ctx: &Context, cmd: SwarmCommand) -> Result<()> {
                 }
             }
         }
-        SwarmCommand::Addrs(AddrsCommand::Listen) => strings(&client.json("swarm/addrs/listen", &[]).await?),
-        SwarmCommand::Addrs(AddrsCommand::Local { id }) => {
-            strings(&client.json("swarm/addrs/local", &[("id", id.to_string())]).await?)
+        SwarmCommand::Addrs(AddrsCommand::Listen) => {
+            strings(&client.json("swarm/addrs/listen", &[]).await?)
         }
+        SwarmCommand::Addrs(AddrsCommand::Local { id }) => strings(
+            &client
+                .json("swarm/addrs/local", &[("id", id.to_string())])
+                .await?,
+        ),
     }
     Ok(())
 }
@@ -98,8 +104,18 @@ pub(crate) async fn bitswap(ctx: &Context, cmd: BitswapCommand) -> Result<()> {
     match cmd {
         BitswapCommand::Stat => {
             let v: Value = client.json("bitswap/stat", &[]).await?;
-            let wl: Vec<&str> = v["Wantlist"].as_array().into_iter().flatten().filter_map(|c| c["/"].as_str()).collect();
-            let peers: Vec<&str> = v["Peers"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+            let wl: Vec<&str> = v["Wantlist"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["/"].as_str())
+                .collect();
+            let peers: Vec<&str> = v["Peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
             println!("bitswap status");
             println!("\tblocks received: {}", v["BlocksReceived"]);
             println!("\tblocks sent: {}", v["BlocksSent"]);

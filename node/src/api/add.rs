@@ -35,8 +35,12 @@ struct QueueSink(Arc<Queue>);
 
 impl EventSink for QueueSink {
     fn send(&mut self, event: AddEvent) -> bool {
-        let Ok(mut q) = self.0.items.lock() else { return false };
-        if let (AddEvent::Progress { name, .. }, Some(AddEvent::Progress { name: last, .. })) = (&event, q.0.back()) {
+        let Ok(mut q) = self.0.items.lock() else {
+            return false;
+        };
+        if let (AddEvent::Progress { name, .. }, Some(AddEvent::Progress { name: last, .. })) =
+            (&event, q.0.back())
+        {
             if name == last {
                 q.0.pop_back();
             }
@@ -92,10 +96,14 @@ fn options(args: &Args) -> ApiResult<AddOptions> {
     }
     import.validate().map_err(ApiError::client)?;
     if args.flag("trickle", false)? {
-        return Err(ApiError::client("the trickle layout is not supported; tessera builds Kubo's balanced layout"));
+        return Err(ApiError::client(
+            "the trickle layout is not supported; tessera builds Kubo's balanced layout",
+        ));
     }
     if let Some(h) = args.get("hash").filter(|h| *h != "sha2-256") {
-        return Err(ApiError::client(format!("unsupported hash function \"{h}\": tessera hashes with sha2-256")));
+        return Err(ApiError::client(format!(
+            "unsupported hash function \"{h}\": tessera hashes with sha2-256"
+        )));
     }
     if args.flag("inline", false)? {
         return Err(ApiError::client("inline CIDs are not supported"));
@@ -124,7 +132,13 @@ pub(crate) async fn add(
         let _enter = rt.enter();
         n2.announce(cids);
     };
-    let input = adder::start(node.store().clone(), opts, QueueSink(queue.clone()), announce).map_err(ApiError::normal)?;
+    let input = adder::start(
+        node.store().clone(),
+        opts,
+        QueueSink(queue.clone()),
+        announce,
+    )
+    .map_err(ApiError::normal)?;
 
     // Feed the pipeline from the upload on a task of its own, so the response can stream meanwhile.
     tokio::spawn(async move {
@@ -138,7 +152,9 @@ pub(crate) async fn add(
     let events = futures::stream::unfold(queue, move |queue| async move {
         loop {
             let next = {
-                let Ok(mut q) = queue.items.lock() else { return None };
+                let Ok(mut q) = queue.items.lock() else {
+                    return None;
+                };
                 match q.0.pop_front() {
                     Some(e) => Some(e),
                     None if q.1 => return None,
@@ -147,7 +163,11 @@ pub(crate) async fn add(
             };
             match next {
                 Some(AddEvent::Added { name, cid, size }) => {
-                    let line = Line::Added(Added { name, hash: cid.to_string(), size: size.to_string() });
+                    let line = Line::Added(Added {
+                        name,
+                        hash: cid.to_string(),
+                        size: size.to_string(),
+                    });
                     return Some((Ok(line), queue));
                 }
                 Some(AddEvent::Progress { name, bytes }) => {
@@ -166,7 +186,10 @@ pub(crate) async fn add(
 
 /// Moves the multipart upload into the pipeline. Blocking sends run on the blocking pool so that
 /// back-pressure from the disk never blocks an async worker.
-async fn feed(body: &mut Multipart, input: &std::sync::mpsc::SyncSender<AddInput>) -> Result<(), String> {
+async fn feed(
+    body: &mut Multipart,
+    input: &std::sync::mpsc::SyncSender<AddInput>,
+) -> Result<(), String> {
     let send = |msg: AddInput| {
         let input = input.clone();
         async move {
@@ -176,19 +199,33 @@ async fn feed(body: &mut Multipart, input: &std::sync::mpsc::SyncSender<AddInput
                 .map_err(|_| "the import stopped".to_string())
         }
     };
-    while let Some(mut field) = body.next_field().await.map_err(|e| format!("bad multipart upload: {e}"))? {
+    while let Some(mut field) = body
+        .next_field()
+        .await
+        .map_err(|e| format!("bad multipart upload: {e}"))?
+    {
         let name = field.file_name().map(percent_decode).unwrap_or_default();
         let name = clean_path(&name)?;
-        let kind = field.content_type().unwrap_or("application/octet-stream").to_string();
+        let kind = field
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_string();
         match kind.as_str() {
             "application/x-directory" => send(AddInput::Directory(name)).await?,
             "application/symlink" => {
-                let target = field.text().await.map_err(|e| format!("bad multipart upload: {e}"))?;
+                let target = field
+                    .text()
+                    .await
+                    .map_err(|e| format!("bad multipart upload: {e}"))?;
                 send(AddInput::Symlink(name, target)).await?;
             }
             _ => {
                 send(AddInput::FileStart(name)).await?;
-                while let Some(chunk) = field.chunk().await.map_err(|e| format!("upload broke off: {e}"))? {
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| format!("upload broke off: {e}"))?
+                {
                     send(AddInput::Data(chunk)).await?;
                 }
                 send(AddInput::FileEnd).await?;
@@ -204,7 +241,11 @@ fn clean_path(name: &str) -> Result<String, String> {
     for p in name.split('/') {
         match p {
             "" | "." => {}
-            ".." => return Err(format!("invalid file name \"{name}\": \"..\" is not allowed")),
+            ".." => {
+                return Err(format!(
+                    "invalid file name \"{name}\": \"..\" is not allowed"
+                ));
+            }
             p => parts.push(p),
         }
     }

@@ -35,17 +35,25 @@ impl Args {
 
     /// The first positional argument, or a client error naming what is missing.
     pub(crate) fn arg(&self, what: &str) -> Result<&str, ApiError> {
-        self.get("arg").ok_or_else(|| ApiError::client(format!("argument \"{what}\" is required")))
+        self.get("arg")
+            .ok_or_else(|| ApiError::client(format!("argument \"{what}\" is required")))
     }
 
     /// Every value given for `name`.
     pub(crate) fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The first value of `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A boolean option: absent gives `default`, a bare flag or `true`/`1` gives true.
@@ -64,10 +72,9 @@ impl Args {
     pub(crate) fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::client(format!("option \"{name}\": \"{v}\" is not a number"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::client(format!("option \"{name}\": \"{v}\" is not a number"))
+            }),
         }
     }
 }
@@ -76,9 +83,13 @@ impl Args {
 pub(crate) fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>), ApiError> {
     let trimmed = s.strip_prefix("/ipfs/").unwrap_or(s);
     let mut parts = trimmed.split('/').filter(|p| !p.is_empty());
-    let first = parts.next().ok_or_else(|| ApiError::client(format!("invalid path \"{s}\": no CID")))?;
+    let first = parts
+        .next()
+        .ok_or_else(|| ApiError::client(format!("invalid path \"{s}\": no CID")))?;
     let cid = Cid::try_from(first).map_err(|e| {
-        ApiError::client(format!("invalid path \"{s}\": \"{first}\" is not a valid CID: {e}"))
+        ApiError::client(format!(
+            "invalid path \"{s}\": \"{first}\" is not a valid CID: {e}"
+        ))
     })?;
     Ok((cid, parts.map(str::to_string).collect()))
 }
@@ -87,7 +98,9 @@ pub(crate) fn parse_ipfs_path(s: &str) -> Result<(Cid, Vec<String>), ApiError> {
 pub(crate) fn parse_cid(s: &str) -> Result<Cid, ApiError> {
     let (cid, rest) = parse_ipfs_path(s)?;
     if !rest.is_empty() {
-        return Err(ApiError::client(format!("\"{s}\" is a path; this command takes a CID")));
+        return Err(ApiError::client(format!(
+            "\"{s}\" is a path; this command takes a CID"
+        )));
     }
     Ok(cid)
 }
@@ -111,7 +124,9 @@ pub(crate) fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -153,8 +168,12 @@ mod tests {
 
     #[test]
     fn paths_and_bad_cids() {
-        let (cid, rest) = parse_ipfs_path("/ipfs/QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH/a/b").unwrap();
-        assert_eq!(cid.to_string(), "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");
+        let (cid, rest) =
+            parse_ipfs_path("/ipfs/QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH/a/b").unwrap();
+        assert_eq!(
+            cid.to_string(),
+            "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+        );
         assert_eq!(rest, vec!["a", "b"]);
         let e = parse_cid("not-a-cid").unwrap_err();
         assert!(e.message.contains("not a valid CID"));

@@ -1,7 +1,7 @@
 //! `block/put|get|stat|rm`: raw blocks, as Kubo's commands of the same names.
 
-use axum::extract::{Multipart, State};
 use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, State};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
@@ -43,14 +43,24 @@ pub(crate) fn codec_code(name: &str) -> Option<u64> {
 }
 
 /// Reads the next file part of a multipart body, refusing more than `limit` bytes.
-pub(crate) async fn read_part(multipart: &mut Multipart, limit: usize) -> ApiResult<Option<(Option<String>, Bytes)>> {
-    let Some(mut field) = multipart.next_field().await.map_err(|e| ApiError::client(format!("bad multipart body: {e}")))?
+pub(crate) async fn read_part(
+    multipart: &mut Multipart,
+    limit: usize,
+) -> ApiResult<Option<(Option<String>, Bytes)>> {
+    let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::client(format!("bad multipart body: {e}")))?
     else {
         return Ok(None);
     };
     let name = field.file_name().map(str::to_string);
     let mut buf = BytesMut::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::client(format!("bad multipart body: {e}")))? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::client(format!("bad multipart body: {e}")))?
+    {
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::client(format!(
                 "produced block is over {} bytes: big blocks can't be exchanged with other peers. \
@@ -75,21 +85,39 @@ pub(crate) async fn put(
     let mut body = multipart(body)?;
     let format = args.get("format");
     let (codec, v0) = match (args.get("cid-codec"), format) {
-        (Some(c), _) => (codec_code(c).ok_or_else(|| ApiError::client(format!("unknown cid-codec \"{c}\"")))?, false),
+        (Some(c), _) => (
+            codec_code(c).ok_or_else(|| ApiError::client(format!("unknown cid-codec \"{c}\"")))?,
+            false,
+        ),
         (None, Some("v0")) => (0x70, true),
-        (None, Some(f)) => (codec_code(f).ok_or_else(|| ApiError::client(format!("unknown format \"{f}\"")))?, false),
+        (None, Some(f)) => (
+            codec_code(f).ok_or_else(|| ApiError::client(format!("unknown format \"{f}\"")))?,
+            false,
+        ),
         (None, None) => (0x55, false),
     };
     match args.get("mhtype").unwrap_or("sha2-256") {
         "sha2-256" => {}
-        other => return Err(ApiError::client(format!("unsupported mhtype \"{other}\": tessera hashes with sha2-256"))),
+        other => {
+            return Err(ApiError::client(format!(
+                "unsupported mhtype \"{other}\": tessera hashes with sha2-256"
+            )));
+        }
     }
-    let limit = if args.flag("allow-big-block", false)? { HARD_BLOCK_LIMIT } else { SOFT_BLOCK_LIMIT };
+    let limit = if args.flag("allow-big-block", false)? {
+        HARD_BLOCK_LIMIT
+    } else {
+        SOFT_BLOCK_LIMIT
+    };
     let pin = args.flag("pin", false)?;
     let mut blocks = Vec::new();
     while let Some((_, data)) = read_part(&mut body, limit).await? {
         let mh = Code::Sha2_256.digest(&data);
-        let cid = if v0 { Cid::new_v0(mh).map_err(ApiError::normal)? } else { Cid::new_v1(codec, mh) };
+        let cid = if v0 {
+            Cid::new_v0(mh).map_err(ApiError::normal)?
+        } else {
+            Cid::new_v1(codec, mh)
+        };
         blocks.push(Block::new_unchecked(cid, data));
     }
     if blocks.is_empty() {
@@ -97,14 +125,21 @@ pub(crate) async fn put(
     }
     let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
     let store = node.store().clone();
-    let out: Vec<KeySize> =
-        blocks.iter().map(|b| KeySize { key: b.cid().to_string(), size: b.data().len() as u64 }).collect();
+    let out: Vec<KeySize> = blocks
+        .iter()
+        .map(|b| KeySize {
+            key: b.cid().to_string(),
+            size: b.data().len() as u64,
+        })
+        .collect();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let _guard = store.gc_guard();
         store.put_many(&blocks).map_err(|e| e.to_string())?;
         if pin {
             for b in &blocks {
-                store.pin(b.cid(), PinMode::Recursive).map_err(|e| e.to_string())?;
+                store
+                    .pin(b.cid(), PinMode::Recursive)
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -123,13 +158,19 @@ pub(crate) async fn put(
 pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let cid = parse_cid(args.arg("cid")?)?;
     let data = node.dag().get(&cid).await.map_err(ApiError::normal)?;
-    Ok(bytes_response("text/plain", stream::once(async move { Ok(data) })))
+    Ok(bytes_response(
+        "text/plain",
+        stream::once(async move { Ok(data) }),
+    ))
 }
 
 pub(crate) async fn stat(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let cid = parse_cid(args.arg("cid")?)?;
     let data = node.dag().get(&cid).await.map_err(ApiError::normal)?;
-    Ok(json(&KeySize { key: cid.to_string(), size: data.len() as u64 }))
+    Ok(json(&KeySize {
+        key: cid.to_string(),
+        size: data.len() as u64,
+    }))
 }
 
 #[derive(Serialize)]
@@ -142,7 +183,11 @@ struct RmOutput {
 pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let force = args.flag("force", false)?;
     let quiet = args.flag("quiet", false)?;
-    let cids: Vec<Cid> = args.args().into_iter().map(parse_cid).collect::<Result<_, _>>()?;
+    let cids: Vec<Cid> = args
+        .args()
+        .into_iter()
+        .map(parse_cid)
+        .collect::<Result<_, _>>()?;
     if cids.is_empty() {
         return Err(ApiError::client("argument \"cid\" is required"));
     }
@@ -152,13 +197,28 @@ pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Respon
         cids.into_iter()
             .map(|cid| {
                 if let Some(reason) = pinned.get(&cid) {
-                    return RmOutput { hash: cid.to_string(), error: format!("pinned: {reason}") };
+                    return RmOutput {
+                        hash: cid.to_string(),
+                        error: format!("pinned: {reason}"),
+                    };
                 }
                 match store.delete(&cid) {
-                    Ok(true) => RmOutput { hash: cid.to_string(), error: String::new() },
-                    Ok(false) if force => RmOutput { hash: cid.to_string(), error: String::new() },
-                    Ok(false) => RmOutput { hash: cid.to_string(), error: "blockstore: block not found".into() },
-                    Err(e) => RmOutput { hash: cid.to_string(), error: e.to_string() },
+                    Ok(true) => RmOutput {
+                        hash: cid.to_string(),
+                        error: String::new(),
+                    },
+                    Ok(false) if force => RmOutput {
+                        hash: cid.to_string(),
+                        error: String::new(),
+                    },
+                    Ok(false) => RmOutput {
+                        hash: cid.to_string(),
+                        error: "blockstore: block not found".into(),
+                    },
+                    Err(e) => RmOutput {
+                        hash: cid.to_string(),
+                        error: e.to_string(),
+                    },
                 }
             })
             .collect::<Vec<_>>()
@@ -166,7 +226,10 @@ pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Respon
     .await
     .map_err(ApiError::normal)?;
     let failed = results.iter().any(|r| !r.error.is_empty());
-    let shown: Vec<_> = results.into_iter().filter(|r| !quiet || !r.error.is_empty()).collect();
+    let shown: Vec<_> = results
+        .into_iter()
+        .filter(|r| !quiet || !r.error.is_empty())
+        .collect();
     let mut items: Vec<Result<RmOutput, ApiError>> = shown.into_iter().map(Ok).collect();
     if failed {
         items.push(Err(ApiError::normal("some blocks not removed")));

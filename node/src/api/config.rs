@@ -21,14 +21,20 @@ struct KeyValue {
 
 pub(crate) async fn config(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let positional = args.args();
-    let key = *positional.first().ok_or_else(|| ApiError::client("argument \"key\" is required"))?;
+    let key = *positional
+        .first()
+        .ok_or_else(|| ApiError::client("argument \"key\" is required"))?;
     match positional.get(1) {
         None => {
             let value = node.config_get(key).map_err(map_err)?;
-            Ok(json(&KeyValue { key: key.into(), value: redact(key, value) }))
+            Ok(json(&KeyValue {
+                key: key.into(),
+                value: redact(key, value),
+            }))
         }
         Some(raw) => {
-            let value = parse_value(raw, args.flag("json", false)?, args.flag("bool", false)?).map_err(ApiError::client)?;
+            let value = parse_value(raw, args.flag("json", false)?, args.flag("bool", false)?)
+                .map_err(ApiError::client)?;
             let node2 = node.clone();
             let key2 = key.to_string();
             let v2 = value.clone();
@@ -36,7 +42,10 @@ pub(crate) async fn config(State(node): State<Node>, args: Args) -> ApiResult<Re
                 .await
                 .map_err(ApiError::normal)?
                 .map_err(map_err)?;
-            Ok(json(&KeyValue { key: key.into(), value }))
+            Ok(json(&KeyValue {
+                key: key.into(),
+                value,
+            }))
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::node::Node;
 pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let cid = resolve(&node, args.arg("ref")?).await?;
     let out_codec = args.get("output-codec").unwrap_or("dag-json");
-    let out = codec_code(out_codec).ok_or_else(|| ApiError::client(format!("unknown output-codec \"{out_codec}\"")))?;
+    let out = codec_code(out_codec)
+        .ok_or_else(|| ApiError::client(format!("unknown output-codec \"{out_codec}\"")))?;
     let data = node.dag().get(&cid).await.map_err(ApiError::normal)?;
     let body = if out == cid.codec() && out != 0x70 {
         data.to_vec()
@@ -34,7 +35,10 @@ pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Respo
         let ipld = dag_json::decode(&cid, &data).map_err(ApiError::normal)?;
         dag_json::encode(&ipld, out).map_err(ApiError::normal)?
     };
-    Ok(bytes_response("application/json", stream::once(async move { Ok(Bytes::from(body)) })))
+    Ok(bytes_response(
+        "application/json",
+        stream::once(async move { Ok(Bytes::from(body)) }),
+    ))
 }
 
 #[derive(Serialize)]
@@ -57,12 +61,14 @@ pub(crate) async fn put(
     let mut body = multipart(body)?;
     let store_name = args.get("store-codec").unwrap_or("dag-cbor");
     let input_name = args.get("input-codec").unwrap_or("dag-json");
-    let store_codec =
-        codec_code(store_name).ok_or_else(|| ApiError::client(format!("unknown store-codec \"{store_name}\"")))?;
-    let input_codec =
-        codec_code(input_name).ok_or_else(|| ApiError::client(format!("unknown input-codec \"{input_name}\"")))?;
+    let store_codec = codec_code(store_name)
+        .ok_or_else(|| ApiError::client(format!("unknown store-codec \"{store_name}\"")))?;
+    let input_codec = codec_code(input_name)
+        .ok_or_else(|| ApiError::client(format!("unknown input-codec \"{input_name}\"")))?;
     if let Some(h) = args.get("hash").filter(|h| *h != "sha2-256") {
-        return Err(ApiError::client(format!("unsupported hash \"{h}\": tessera hashes with sha2-256")));
+        return Err(ApiError::client(format!(
+            "unsupported hash \"{h}\": tessera hashes with sha2-256"
+        )));
     }
     let pin = args.flag("pin", false)?;
     let mut blocks = Vec::new();
@@ -75,14 +81,23 @@ pub(crate) async fn put(
     if blocks.is_empty() {
         return Err(ApiError::client("file argument 'object data' is required"));
     }
-    let out: Vec<PutOutput> = blocks.iter().map(|b| PutOutput { cid: CidLink { cid: b.cid().to_string() } }).collect();
+    let out: Vec<PutOutput> = blocks
+        .iter()
+        .map(|b| PutOutput {
+            cid: CidLink {
+                cid: b.cid().to_string(),
+            },
+        })
+        .collect();
     let store = node.store().clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let _guard = store.gc_guard();
         store.put_many(&blocks).map_err(|e| e.to_string())?;
         if pin {
             for b in &blocks {
-                store.pin(b.cid(), PinMode::Recursive).map_err(|e| e.to_string())?;
+                store
+                    .pin(b.cid(), PinMode::Recursive)
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -100,7 +115,10 @@ pub(crate) async fn export(State(node): State<Node>, args: Args) -> ApiResult<Re
     let header = Bytes::from(car::header_bytes(&[root]));
     let body = stream::once(async move { Ok(header) }).chain(checked.flat_map(|b| {
         stream::iter(match b {
-            Ok(b) => vec![Ok(Bytes::from(car::section_prefix(&b.cid, b.data.len()))), Ok(b.data)],
+            Ok(b) => vec![
+                Ok(Bytes::from(car::section_prefix(&b.cid, b.data.len()))),
+                Ok(b.data),
+            ],
             Err(e) => vec![Err(e)],
         })
     }));
@@ -150,7 +168,11 @@ impl Read for ChannelReader {
 
 /// Stores every block of one CAR (verified by the reader) in batches; returns its roots and counts.
 fn import_car(node: &Node, rx: mpsc::Receiver<Bytes>) -> Result<(Vec<Cid>, u64, u64), String> {
-    let mut reader = CarReader::new(ChannelReader { rx, current: Bytes::new() }).map_err(|e| e.to_string())?;
+    let mut reader = CarReader::new(ChannelReader {
+        rx,
+        current: Bytes::new(),
+    })
+    .map_err(|e| e.to_string())?;
     let roots = reader.roots().to_vec();
     let store = node.store();
     let (mut count, mut bytes) = (0u64, 0u64);
@@ -181,7 +203,11 @@ pub(crate) async fn import(
     let stats = args.flag("stats", false)?;
     let mut roots = Vec::new();
     let (mut count, mut bytes) = (0u64, 0u64);
-    while let Some(mut field) = body.next_field().await.map_err(|e| ApiError::client(format!("bad multipart body: {e}")))? {
+    while let Some(mut field) = body
+        .next_field()
+        .await
+        .map_err(|e| ApiError::client(format!("bad multipart body: {e}")))?
+    {
         let (tx, rx) = mpsc::channel::<Bytes>(16);
         let n2 = node.clone();
         let task = tokio::task::spawn_blocking(move || import_car(&n2, rx));
@@ -205,7 +231,8 @@ pub(crate) async fn import(
         if let Some(e) = upload_error {
             return Err(ApiError::client(e));
         }
-        let (r, c, b) = result.map_err(|e| ApiError::client(format!("invalid CAR: {e}; nothing was pinned")))?;
+        let (r, c, b) = result
+            .map_err(|e| ApiError::client(format!("invalid CAR: {e}; nothing was pinned")))?;
         roots.extend(r);
         count += c;
         bytes += b;
@@ -222,22 +249,34 @@ pub(crate) async fn import(
                 },
                 Err(e) => format!("the DAG under this root is incomplete: {}", e.message),
             };
-            lines.push(Ok(ImportLine::Root(RootOutput { cid: CidLink { cid: root.to_string() }, pin_error_msg: msg })));
+            lines.push(Ok(ImportLine::Root(RootOutput {
+                cid: CidLink {
+                    cid: root.to_string(),
+                },
+                pin_error_msg: msg,
+            })));
         }
     }
     if stats {
-        lines.push(Ok(ImportLine::Stats(StatsOutput { block_count: count, block_bytes_count: bytes })));
+        lines.push(Ok(ImportLine::Stats(StatsOutput {
+            block_count: count,
+            block_bytes_count: bytes,
+        })));
     }
     Ok(ndjson(stream::iter(lines)))
 }
 
 /// Every CID of a DAG from local blocks only: an imported root must be complete without the network.
 async fn fetch_local_dag(node: &Node, root: Cid) -> ApiResult<Vec<Cid>> {
-    walk(crate::dag::DagService::local(node.store().clone()), root, DEFAULT_READ_AHEAD)
-        .map_ok(|b| b.cid)
-        .try_collect()
-        .await
-        .map_err(ApiError::normal)
+    walk(
+        crate::dag::DagService::local(node.store().clone()),
+        root,
+        DEFAULT_READ_AHEAD,
+    )
+    .map_ok(|b| b.cid)
+    .try_collect()
+    .await
+    .map_err(ApiError::normal)
 }
 
 #[derive(Serialize)]
@@ -256,6 +295,8 @@ pub(crate) async fn stat(State(node): State<Node>, args: Args) -> ApiResult<Resp
         size += b.data.len() as u64;
         n += 1;
     }
-    Ok(json(&DagStat { size, num_blocks: n }))
+    Ok(json(&DagStat {
+        size,
+        num_blocks: n,
+    }))
 }
-

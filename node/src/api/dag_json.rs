@@ -19,13 +19,18 @@ const JSON: u64 = 0x0200;
 pub(crate) fn decode(cid: &Cid, data: &Bytes) -> Result<Ipld, String> {
     match cid.codec() {
         RAW => Ok(Ipld::Bytes(data.to_vec())),
-        DAG_CBOR => serde_ipld_dagcbor::from_slice(data).map_err(|e| format!("block {cid} is not valid dag-cbor: {e}")),
-        DAG_JSON | JSON => serde_ipld_dagjson::from_slice(data).map_err(|e| format!("block {cid} is not valid dag-json: {e}")),
+        DAG_CBOR => serde_ipld_dagcbor::from_slice(data)
+            .map_err(|e| format!("block {cid} is not valid dag-cbor: {e}")),
+        DAG_JSON | JSON => serde_ipld_dagjson::from_slice(data)
+            .map_err(|e| format!("block {cid} is not valid dag-json: {e}")),
         DAG_PB => {
-            let node = PbNode::decode(data).map_err(|e| format!("block {cid} is not valid dag-pb: {e}"))?;
+            let node = PbNode::decode(data)
+                .map_err(|e| format!("block {cid} is not valid dag-pb: {e}"))?;
             Ok(pb_to_ipld(&node))
         }
-        other => Err(format!("block {cid} has codec 0x{other:x}, which dag get cannot decode")),
+        other => Err(format!(
+            "block {cid} has codec 0x{other:x}, which dag get cannot decode"
+        )),
     }
 }
 
@@ -54,7 +59,9 @@ fn pb_to_ipld(node: &PbNode) -> Ipld {
 }
 
 fn ipld_to_pb(v: &Ipld) -> Result<PbNode, String> {
-    let Ipld::Map(m) = v else { return Err("a dag-pb node must be a map with Data and Links".into()) };
+    let Ipld::Map(m) = v else {
+        return Err("a dag-pb node must be a map with Data and Links".into());
+    };
     for k in m.keys() {
         if k != "Data" && k != "Links" {
             return Err(format!("a dag-pb node has only Data and Links, not {k}"));
@@ -70,7 +77,9 @@ fn ipld_to_pb(v: &Ipld) -> Result<PbNode, String> {
         None => {}
         Some(Ipld::List(items)) => {
             for item in items {
-                let Ipld::Map(l) = item else { return Err("each dag-pb link must be a map".into()) };
+                let Ipld::Map(l) = item else {
+                    return Err("each dag-pb link must be a map".into());
+                };
                 let cid = match l.get("Hash") {
                     Some(Ipld::Link(c)) => *c,
                     _ => return Err("each dag-pb link needs a Hash link".into()),
@@ -96,8 +105,12 @@ fn ipld_to_pb(v: &Ipld) -> Result<PbNode, String> {
 /// Renders IPLD in an output codec (`dag-json`, `json`, `dag-cbor`, `raw` for raw blocks).
 pub(crate) fn encode(v: &Ipld, codec: u64) -> Result<Vec<u8>, String> {
     match codec {
-        DAG_JSON | JSON => serde_ipld_dagjson::to_vec(v).map_err(|e| format!("cannot encode as dag-json: {e}")),
-        DAG_CBOR => serde_ipld_dagcbor::to_vec(v).map_err(|e| format!("cannot encode as dag-cbor: {e}")),
+        DAG_JSON | JSON => {
+            serde_ipld_dagjson::to_vec(v).map_err(|e| format!("cannot encode as dag-json: {e}"))
+        }
+        DAG_CBOR => {
+            serde_ipld_dagcbor::to_vec(v).map_err(|e| format!("cannot encode as dag-cbor: {e}"))
+        }
         DAG_PB => Ok(ipld_to_pb(v)?.encode().to_vec()),
         RAW => match v {
             Ipld::Bytes(b) => Ok(b.clone()),
@@ -110,9 +123,13 @@ pub(crate) fn encode(v: &Ipld, codec: u64) -> Result<Vec<u8>, String> {
 /// Parses input bytes in an input codec.
 pub(crate) fn parse(input: &[u8], codec: u64) -> Result<Ipld, String> {
     match codec {
-        DAG_JSON | JSON => serde_ipld_dagjson::from_slice(input).map_err(|e| format!("invalid dag-json input: {e}")),
-        DAG_CBOR => serde_ipld_dagcbor::from_slice(input).map_err(|e| format!("invalid dag-cbor input: {e}")),
-        DAG_PB => Ok(pb_to_ipld(&PbNode::decode(&Bytes::copy_from_slice(input)).map_err(|e| e.to_string())?)),
+        DAG_JSON | JSON => serde_ipld_dagjson::from_slice(input)
+            .map_err(|e| format!("invalid dag-json input: {e}")),
+        DAG_CBOR => serde_ipld_dagcbor::from_slice(input)
+            .map_err(|e| format!("invalid dag-cbor input: {e}")),
+        DAG_PB => Ok(pb_to_ipld(
+            &PbNode::decode(&Bytes::copy_from_slice(input)).map_err(|e| e.to_string())?,
+        )),
         RAW => Ok(Ipld::Bytes(input.to_vec())),
         other => Err(format!("input codec 0x{other:x} is not supported")),
     }
@@ -127,7 +144,11 @@ mod tests {
     fn dag_pb_round_trips_through_dag_json() {
         let child = Block::from_data_v1(RAW, Bytes::from_static(b"x"));
         let node = PbNode {
-            links: vec![PbLink { cid: *child.cid(), name: Some("a".into()), tsize: Some(1) }],
+            links: vec![PbLink {
+                cid: *child.cid(),
+                name: Some("a".into()),
+                tsize: Some(1),
+            }],
             data: Some(Bytes::from_static(&[8, 1])),
         };
         let ipld = pb_to_ipld(&node);

@@ -37,17 +37,29 @@ struct Body<'a> {
 impl ApiError {
     /// A failure of the command itself.
     pub(crate) fn normal(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Normal, message: message.to_string(), status: None }
+        Self {
+            kind: ErrorKind::Normal,
+            message: message.to_string(),
+            status: None,
+        }
     }
 
     /// A request the client must fix.
     pub(crate) fn client(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Client, message: message.to_string(), status: None }
+        Self {
+            kind: ErrorKind::Client,
+            message: message.to_string(),
+            status: None,
+        }
     }
 
     /// An unknown path under `/api/v0/`.
     pub(crate) fn not_found(message: impl std::fmt::Display) -> Self {
-        Self { kind: ErrorKind::Client, message: message.to_string(), status: Some(StatusCode::NOT_FOUND) }
+        Self {
+            kind: ErrorKind::Client,
+            message: message.to_string(),
+            status: Some(StatusCode::NOT_FOUND),
+        }
     }
 
     pub(crate) fn status(&self) -> StatusCode {
@@ -67,7 +79,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body { message: &self.message, code: self.code(), kind: "error" };
+        let body = Body {
+            message: &self.message,
+            code: self.code(),
+            kind: "error",
+        };
         (self.status(), Json(body)).into_response()
     }
 }
@@ -84,6 +100,9 @@ mod tests {
         let e = ApiError::client("invalid path \"x\"");
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(e.code(), 1);
-        assert_eq!(ApiError::normal("boom").status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            ApiError::normal("boom").status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -16,7 +16,9 @@ use crate::unixfs::{self, EntryKind, TreeItem};
 
 /// Waits for a stream's first item so that an error there becomes a proper HTTP error, not a
 /// broken transfer after a 200.
-pub(crate) async fn first_checked<S, T, E>(s: S) -> ApiResult<impl Stream<Item = Result<T, ApiError>> + Send>
+pub(crate) async fn first_checked<S, T, E>(
+    s: S,
+) -> ApiResult<impl Stream<Item = Result<T, ApiError>> + Send>
 where
     S: Stream<Item = Result<T, E>> + Send + 'static,
     T: Send + 'static,
@@ -52,11 +54,23 @@ pub(crate) async fn cat(State(node): State<Node>, args: Args) -> ApiResult<Respo
 pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let path = args.arg("ipfs-path")?.to_string();
     if args.flag("compress", false)? {
-        return Err(ApiError::client("compressed archives are not supported; omit --compress"));
+        return Err(ApiError::client(
+            "compressed archives are not supported; omit --compress",
+        ));
     }
     let cid = resolve(&node, &path).await?;
-    let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("").to_string();
-    let name = if name.is_empty() || name == "ipfs" { cid.to_string() } else { name };
+    let name = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("")
+        .to_string();
+    let name = if name.is_empty() || name == "ipfs" {
+        cid.to_string()
+    } else {
+        name
+    };
     let items = unixfs::get(node.dag().clone(), cid, &name);
     let items = first_checked(items).await?;
     let tar = tar_stream(items);
@@ -76,7 +90,9 @@ fn tar_stream(
                 Some(Ok(TreeItem::Directory { path, .. })) => vec![Ok(tar.directory(&path))],
                 Some(Ok(TreeItem::File { path, size, .. })) => vec![Ok(tar.file(&path, size))],
                 Some(Ok(TreeItem::Data(b))) => vec![Ok(b)],
-                Some(Ok(TreeItem::Symlink { path, target, .. })) => vec![Ok(tar.symlink(&path, &target))],
+                Some(Ok(TreeItem::Symlink { path, target, .. })) => {
+                    vec![Ok(tar.symlink(&path, &target))]
+                }
                 Some(Err(e)) => vec![Err(e)],
                 None => vec![Ok(tar.finish())],
             }
@@ -123,10 +139,15 @@ pub(crate) async fn ls(State(node): State<Node>, args: Args) -> ApiResult<Respon
     let mut objects = Vec::new();
     for path in args.args() {
         let cid = resolve(&node, path).await?;
-        let stat = unixfs::stat(node.dag(), cid).await.map_err(ApiError::normal)?;
+        let stat = unixfs::stat(node.dag(), cid)
+            .await
+            .map_err(ApiError::normal)?;
         let mut links = Vec::new();
         if stat.kind == EntryKind::Directory {
-            let entries: Vec<_> = unixfs::ls(node.dag().clone(), cid).try_collect().await.map_err(ApiError::normal)?;
+            let entries: Vec<_> = unixfs::ls(node.dag().clone(), cid)
+                .try_collect()
+                .await
+                .map_err(ApiError::normal)?;
             let dag = node.dag().clone();
             let resolved: Vec<LsLink> = stream::iter(entries)
                 .map(|e| {
@@ -134,11 +155,20 @@ pub(crate) async fn ls(State(node): State<Node>, args: Args) -> ApiResult<Respon
                     async move {
                         let (kind, size) = if resolve_type {
                             let s = unixfs::stat(&dag, e.cid).await.map_err(ApiError::normal)?;
-                            (kind_number(s.kind), if sizes { s.file_size.unwrap_or(0) } else { 0 })
+                            (
+                                kind_number(s.kind),
+                                if sizes { s.file_size.unwrap_or(0) } else { 0 },
+                            )
                         } else {
                             (0, 0)
                         };
-                        Ok::<_, ApiError>(LsLink { name: e.name, hash: e.cid.to_string(), size, kind, target: String::new() })
+                        Ok::<_, ApiError>(LsLink {
+                            name: e.name,
+                            hash: e.cid.to_string(),
+                            size,
+                            kind,
+                            target: String::new(),
+                        })
                     }
                 })
                 .buffered(16)
@@ -146,11 +176,13 @@ pub(crate) async fn ls(State(node): State<Node>, args: Args) -> ApiResult<Respon
                 .await?;
             links = resolved;
         }
-        objects.push(LsObject { hash: path.to_string(), links });
+        objects.push(LsObject {
+            hash: path.to_string(),
+            links,
+        });
     }
     if objects.is_empty() {
         return Err(ApiError::client("argument \"ipfs-path\" is required"));
     }
     Ok(json(&LsOutput { objects }))
 }
-

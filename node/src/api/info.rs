@@ -34,10 +34,15 @@ pub(crate) async fn id(State(node): State<Node>, args: Args) -> ApiResult<Respon
         }
     }
     let pid = node.peer_id();
-    let addresses = node.listen_addrs().into_iter().map(|a| format!("{a}/p2p/{pid}")).collect();
+    let addresses = node
+        .listen_addrs()
+        .into_iter()
+        .map(|a| format!("{a}/p2p/{pid}"))
+        .collect();
     Ok(json(&IdOutput {
         id: pid.to_string(),
-        public_key: base64::engine::general_purpose::STANDARD.encode(node.public_key().encode_protobuf()),
+        public_key: base64::engine::general_purpose::STANDARD
+            .encode(node.public_key().encode_protobuf()),
         addresses,
         agent_version: AGENT_VERSION,
         protocol_version: "ipfs/0.1.0",

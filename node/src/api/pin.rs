@@ -15,8 +15,8 @@ use tessera_blockstore::PinMode;
 
 use super::args::{Args, parse_ipfs_path};
 use super::error::{ApiError, ApiResult};
-use super::stream::{json, ndjson};
 use super::resolve::resolve;
+use super::stream::{json, ndjson};
 use crate::ipld::{BlockSource, DEFAULT_READ_AHEAD, walk};
 use crate::node::Node;
 
@@ -36,13 +36,20 @@ pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> ApiResult<Vec<Cid>> {
 }
 
 /// Records a pin once every block of `cids` is in the store, with GC held off while checking.
-pub(crate) async fn pin_complete(node: &Node, root: Cid, cids: Vec<Cid>, mode: PinMode) -> ApiResult<()> {
+pub(crate) async fn pin_complete(
+    node: &Node,
+    root: Cid,
+    cids: Vec<Cid>,
+    mode: PinMode,
+) -> ApiResult<()> {
     let store = node.store().clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let _guard = store.gc_guard();
         for c in &cids {
             if !store.has(c).map_err(|e| e.to_string())? {
-                return Err(format!("block {c} of {root} disappeared before the pin was recorded; retry"));
+                return Err(format!(
+                    "block {c} of {root} disappeared before the pin was recorded; retry"
+                ));
             }
         }
         store.pin(&root, mode).map_err(|e| e.to_string())
@@ -68,10 +75,16 @@ pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Respo
             node.dag().get(root).await.map_err(ApiError::normal)?;
             vec![*root]
         };
-        let mode = if recursive { PinMode::Recursive } else { PinMode::Direct };
+        let mode = if recursive {
+            PinMode::Recursive
+        } else {
+            PinMode::Direct
+        };
         pin_complete(&node, *root, cids, mode).await?;
     }
-    Ok(json(&PinsOutput { pins: roots.iter().map(Cid::to_string).collect() }))
+    Ok(json(&PinsOutput {
+        pins: roots.iter().map(Cid::to_string).collect(),
+    }))
 }
 
 pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Response> {
@@ -102,7 +115,9 @@ pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Respon
     })
     .await
     .map_err(ApiError::normal)??;
-    Ok(json(&PinsOutput { pins: roots.iter().map(Cid::to_string).collect() }))
+    Ok(json(&PinsOutput {
+        pins: roots.iter().map(Cid::to_string).collect(),
+    }))
 }
 
 fn mode_name(m: PinMode) -> &'static str {
@@ -149,7 +164,11 @@ pub(crate) async fn ls(State(node): State<Node>, args: Args) -> ApiResult<Respon
         .map_err(ApiError::normal)?
         .map_err(ApiError::normal)?;
     let mut listed: Vec<(Cid, String)> = Vec::new();
-    let asked: Vec<Cid> = args.args().into_iter().map(|a| parse_ipfs_path(a).map(|p| p.0)).collect::<Result<_, _>>()?;
+    let asked: Vec<Cid> = args
+        .args()
+        .into_iter()
+        .map(|a| parse_ipfs_path(a).map(|p| p.0))
+        .collect::<Result<_, _>>()?;
     let want = |k: &str| kind == "all" || kind == k;
     if want("direct") || want("recursive") {
         for (cid, mode) in &pins {
@@ -179,10 +198,18 @@ pub(crate) async fn ls(State(node): State<Node>, args: Args) -> ApiResult<Respon
         listed = out;
     }
     if stream_out {
-        let items = listed.into_iter().map(|(c, k)| Ok(LsStreamItem { cid: c.to_string(), kind: k }));
+        let items = listed.into_iter().map(|(c, k)| {
+            Ok(LsStreamItem {
+                cid: c.to_string(),
+                kind: k,
+            })
+        });
         return Ok(ndjson(stream::iter(items.collect::<Vec<_>>())));
     }
-    let keys = listed.into_iter().map(|(c, k)| (c.to_string(), PinType { kind: k })).collect();
+    let keys = listed
+        .into_iter()
+        .map(|(c, k)| (c.to_string(), PinType { kind: k }))
+        .collect();
     Ok(json(&LsOutput { keys }))
 }
 
@@ -231,7 +258,8 @@ pub(crate) async fn pinned_among(node: &Node, cids: &[Cid]) -> ApiResult<HashMap
     }
     for (c, via) in indirect_pins(node, &pins).await? {
         if asked.contains(&c) {
-            out.entry(c).or_insert_with(|| format!("indirect through {via}"));
+            out.entry(c)
+                .or_insert_with(|| format!("indirect through {via}"));
         }
     }
     Ok(out)
@@ -240,7 +268,9 @@ pub(crate) async fn pinned_among(node: &Node, cids: &[Cid]) -> ApiResult<HashMap
 pub(crate) async fn update(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let a = args.args();
     if a.len() != 2 {
-        return Err(ApiError::client("pin update takes two arguments: from-path and to-path"));
+        return Err(ApiError::client(
+            "pin update takes two arguments: from-path and to-path",
+        ));
     }
     let from = resolve(&node, a[0]).await?;
     let to = resolve(&node, a[1]).await?;
@@ -251,7 +281,9 @@ pub(crate) async fn update(State(node): State<Node>, args: Args) -> ApiResult<Re
         .map_err(ApiError::normal)?
         .map_err(ApiError::normal)?;
     if mode != Some(PinMode::Recursive) {
-        return Err(ApiError::normal(format!("'from' cid {from} was not recursively pinned already")));
+        return Err(ApiError::normal(format!(
+            "'from' cid {from} was not recursively pinned already"
+        )));
     }
     let cids = fetch_dag(&node, to).await?;
     pin_complete(&node, to, cids, PinMode::Recursive).await?;
@@ -262,6 +294,7 @@ pub(crate) async fn update(State(node): State<Node>, args: Args) -> ApiResult<Re
             .map_err(ApiError::normal)?
             .map_err(ApiError::normal)?;
     }
-    Ok(json(&PinsOutput { pins: vec![from.to_string(), to.to_string()] }))
+    Ok(json(&PinsOutput {
+        pins: vec![from.to_string(), to.to_string()],
+    }))
 }
-

@@ -43,11 +43,15 @@ pub(crate) async fn refs(State(node): State<Node>, args: Args) -> ApiResult<Resp
     let opts = Options {
         unique: args.flag("unique", false)?,
         edges: args.flag("edges", false)?,
-        max_depth: args.number::<i64>("max-depth")?.unwrap_or(if recursive { -1 } else { 1 }),
+        max_depth: args
+            .number::<i64>("max-depth")?
+            .unwrap_or(if recursive { -1 } else { 1 }),
         format: args.get("format").map(str::to_string),
     };
     if opts.edges && opts.format.is_some() {
-        return Err(ApiError::client("using format argument with edges is not allowed"));
+        return Err(ApiError::client(
+            "using format argument with edges is not allowed",
+        ));
     }
     Ok(ndjson(walk_refs(node.dag().clone(), roots, opts)))
 }
@@ -59,7 +63,11 @@ struct Frame {
 }
 
 /// Depth-first, pre-order: each link is listed, then its own links, before its next sibling.
-fn walk_refs(dag: DagService, roots: Vec<Cid>, opts: Options) -> impl Stream<Item = Result<RefLine, ApiError>> {
+fn walk_refs(
+    dag: DagService,
+    roots: Vec<Cid>,
+    opts: Options,
+) -> impl Stream<Item = Result<RefLine, ApiError>> {
     async_stream::stream! {
         let mut seen = HashSet::new();
         for root in roots {
@@ -100,7 +108,10 @@ fn render(opts: &Options, src: &Cid, dst: &Cid) -> String {
         return format!("{src} -> {dst}");
     }
     match &opts.format {
-        Some(f) => f.replace("<src>", &src.to_string()).replace("<dst>", &dst.to_string()).replace("<linkname>", ""),
+        Some(f) => f
+            .replace("<src>", &src.to_string())
+            .replace("<dst>", &dst.to_string())
+            .replace("<linkname>", ""),
         None => dst.to_string(),
     }
 }

@@ -31,7 +31,11 @@ pub(crate) async fn stat(State(node): State<Node>, args: Args) -> ApiResult<Resp
         repo_size: s.disk_bytes,
         storage_max: node.config().storage_max(),
         num_objects: if size_only { 0 } else { s.blocks },
-        repo_path: if size_only { String::new() } else { node.root().display().to_string() },
+        repo_path: if size_only {
+            String::new()
+        } else {
+            node.root().display().to_string()
+        },
         version: "tessera-repo@1",
     };
     Ok(json(&out))
@@ -53,7 +57,12 @@ pub(crate) async fn gc(State(node): State<Node>, args: Args) -> ApiResult<Respon
     } else {
         removed
             .into_iter()
-            .map(|c| Ok(GcItem { key: serde_json::json!({"/": c.to_string()}), error: String::new() }))
+            .map(|c| {
+                Ok(GcItem {
+                    key: serde_json::json!({"/": c.to_string()}),
+                    error: String::new(),
+                })
+            })
             .collect()
     };
     Ok(ndjson(stream::iter(items)))

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use http_body_util::StreamBody;
 use http_body::Frame;
+use http_body_util::StreamBody;
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -22,7 +22,10 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Response {
             body.push(b'\n');
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
                 body,
             )
                 .into_response()

@@ -15,7 +15,9 @@ use crate::node::Node;
 use crate::swarm::SwarmHandle;
 
 fn swarm(node: &Node) -> ApiResult<&SwarmHandle> {
-    node.swarm().ok_or_else(|| ApiError::normal("this command must be run in online mode: the swarm is not running"))
+    node.swarm().ok_or_else(|| {
+        ApiError::normal("this command must be run in online mode: the swarm is not running")
+    })
 }
 
 #[derive(Serialize)]
@@ -25,7 +27,8 @@ struct Strings {
 }
 
 fn parse_addr(s: &str) -> ApiResult<Multiaddr> {
-    s.parse::<Multiaddr>().map_err(|e| ApiError::client(format!("invalid multiaddr \"{s}\": {e}")))
+    s.parse::<Multiaddr>()
+        .map_err(|e| ApiError::client(format!("invalid multiaddr \"{s}\": {e}")))
 }
 
 pub(crate) async fn connect(State(node): State<Node>, args: Args) -> ApiResult<Response> {
@@ -37,7 +40,10 @@ pub(crate) async fn connect(State(node): State<Node>, args: Args) -> ApiResult<R
     }
     for a in addrs {
         let addr = parse_addr(a)?;
-        let peer = sw.connect(addr).await.map_err(|e| ApiError::normal(format!("connect failure: {e}")))?;
+        let peer = sw
+            .connect(addr)
+            .await
+            .map_err(|e| ApiError::normal(format!("connect failure: {e}")))?;
         out.push(format!("connect {peer} success"));
     }
     Ok(json(&Strings { strings: out }))
@@ -51,11 +57,21 @@ pub(crate) async fn disconnect(State(node): State<Node>, args: Args) -> ApiResul
             Ok(p) => p,
             Err(_) => parse_addr(a)?
                 .iter()
-                .find_map(|p| if let Protocol::P2p(id) = p { Some(id) } else { None })
-                .ok_or_else(|| ApiError::client(format!("\"{a}\" names no peer: add /p2p/PEER_ID")))?,
+                .find_map(|p| {
+                    if let Protocol::P2p(id) = p {
+                        Some(id)
+                    } else {
+                        None
+                    }
+                })
+                .ok_or_else(|| {
+                    ApiError::client(format!("\"{a}\" names no peer: add /p2p/PEER_ID"))
+                })?,
         };
         if !sw.disconnect(peer).await.map_err(ApiError::normal)? {
-            return Err(ApiError::normal(format!("disconnect {peer} failure: not connected")));
+            return Err(ApiError::normal(format!(
+                "disconnect {peer} failure: not connected"
+            )));
         }
         out.push(format!("disconnect {peer} success"));
     }
@@ -88,7 +104,11 @@ pub(crate) async fn peers(State(node): State<Node>, args: Args) -> ApiResult<Res
         .map(|p| PeerLine {
             addr: p.addr.to_string(),
             peer: p.peer.to_string(),
-            latency: if latency { p.latency.map(|l| format!("{l:?}")).unwrap_or_default() } else { String::new() },
+            latency: if latency {
+                p.latency.map(|l| format!("{l:?}")).unwrap_or_default()
+            } else {
+                String::new()
+            },
             muxer: String::new(),
             direction: if p.outbound { 2 } else { 1 },
             streams: None,
@@ -98,15 +118,32 @@ pub(crate) async fn peers(State(node): State<Node>, args: Args) -> ApiResult<Res
 }
 
 pub(crate) async fn addrs_listen(State(node): State<Node>) -> ApiResult<Response> {
-    let addrs = swarm(&node)?.listen_addrs().await.map_err(ApiError::normal)?;
-    Ok(json(&Strings { strings: addrs.iter().map(|a| a.to_string()).collect() }))
+    let addrs = swarm(&node)?
+        .listen_addrs()
+        .await
+        .map_err(ApiError::normal)?;
+    Ok(json(&Strings {
+        strings: addrs.iter().map(|a| a.to_string()).collect(),
+    }))
 }
 
 pub(crate) async fn addrs_local(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let with_id = args.flag("id", false)?;
     let pid = node.peer_id();
-    let addrs = swarm(&node)?.listen_addrs().await.map_err(ApiError::normal)?;
-    let strings = addrs.iter().map(|a| if with_id { format!("{a}/p2p/{pid}") } else { a.to_string() }).collect();
+    let addrs = swarm(&node)?
+        .listen_addrs()
+        .await
+        .map_err(ApiError::normal)?;
+    let strings = addrs
+        .iter()
+        .map(|a| {
+            if with_id {
+                format!("{a}/p2p/{pid}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
     Ok(json(&Strings { strings }))
 }
 
@@ -117,8 +154,14 @@ struct Addrs {
 }
 
 pub(crate) async fn addrs(State(node): State<Node>) -> ApiResult<Response> {
-    let known = swarm(&node)?.known_addrs().await.map_err(ApiError::normal)?;
-    let addrs = known.into_iter().map(|(p, a)| (p.to_string(), a.iter().map(|x| x.to_string()).collect())).collect();
+    let known = swarm(&node)?
+        .known_addrs()
+        .await
+        .map_err(ApiError::normal)?;
+    let addrs = known
+        .into_iter()
+        .map(|(p, a)| (p.to_string(), a.iter().map(|x| x.to_string()).collect()))
+        .collect();
     Ok(json(&Addrs { addrs }))
 }
 
@@ -144,10 +187,18 @@ struct BitswapStat {
 }
 
 pub(crate) async fn bitswap_stat(State(node): State<Node>) -> ApiResult<Response> {
-    let s = swarm(&node)?.bitswap().stats().await.map_err(ApiError::normal)?;
+    let s = swarm(&node)?
+        .bitswap()
+        .stats()
+        .await
+        .map_err(ApiError::normal)?;
     Ok(json(&BitswapStat {
         provide_buf_len: 0,
-        wantlist: s.wantlist.iter().map(|c| CidLink { cid: c.to_string() }).collect(),
+        wantlist: s
+            .wantlist
+            .iter()
+            .map(|c| CidLink { cid: c.to_string() })
+            .collect(),
         peers: s.peers.iter().map(|p| p.to_string()).collect(),
         blocks_received: s.blocks_received,
         data_received: s.data_received,
@@ -169,13 +220,20 @@ pub(crate) async fn bitswap_wantlist(State(node): State<Node>, args: Args) -> Ap
     let bs = swarm(&node)?.bitswap();
     let list = match args.get("peer") {
         Some(p) => {
-            let peer = p.parse::<PeerId>().map_err(|e| ApiError::client(format!("invalid peer id \"{p}\": {e}")))?;
+            let peer = p
+                .parse::<PeerId>()
+                .map_err(|e| ApiError::client(format!("invalid peer id \"{p}\": {e}")))?;
             bs.peer_wantlist(peer).await
         }
         None => bs.wantlist().await,
     }
     .map_err(ApiError::normal)?;
-    Ok(json(&Keys { keys: list.iter().map(|c| CidLink { cid: c.to_string() }).collect() }))
+    Ok(json(&Keys {
+        keys: list
+            .iter()
+            .map(|c| CidLink { cid: c.to_string() })
+            .collect(),
+    }))
 }
 
 #[derive(Serialize)]
@@ -190,8 +248,14 @@ struct Ledger {
 
 pub(crate) async fn bitswap_ledger(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let p = args.arg("peer")?;
-    let peer = p.parse::<PeerId>().map_err(|e| ApiError::client(format!("invalid peer id \"{p}\": {e}")))?;
-    let l = swarm(&node)?.bitswap().ledger(peer).await.map_err(ApiError::normal)?;
+    let peer = p
+        .parse::<PeerId>()
+        .map_err(|e| ApiError::client(format!("invalid peer id \"{p}\": {e}")))?;
+    let l = swarm(&node)?
+        .bitswap()
+        .ledger(peer)
+        .await
+        .map_err(ApiError::normal)?;
     Ok(json(&Ledger {
         peer: l.peer.to_string(),
         value: l.value(),

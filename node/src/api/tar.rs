@@ -39,7 +39,11 @@ impl TarWriter {
         }
         h.set_entry_type(kind);
         h.set_size(size);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_mtime(0);
         if let Some(l) = link {
             let _ = h.set_link_name(l);

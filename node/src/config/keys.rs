@@ -48,7 +48,9 @@ pub fn get_key<'a>(doc: &'a Value, key: &str) -> Result<&'a Value, KeyError> {
 /// validates the whole document afterwards, so a typo in a key name is refused there.
 pub fn set_key(doc: &mut Value, key: &str, value: Value) -> Result<(), KeyError> {
     let parts = parts(key)?;
-    let (last, path) = parts.split_last().ok_or_else(|| KeyError::Malformed(key.to_string()))?;
+    let (last, path) = parts
+        .split_last()
+        .ok_or_else(|| KeyError::Malformed(key.to_string()))?;
     let mut cur = doc;
     let mut walked = String::new();
     for part in path {
@@ -56,17 +58,23 @@ pub fn set_key(doc: &mut Value, key: &str, value: Value) -> Result<(), KeyError>
             walked.push('.');
         }
         walked.push_str(part);
-        let map = cur
-            .as_object_mut()
-            .ok_or_else(|| KeyError::NotAnObject { key: key.to_string(), parent: walked.clone() })?;
-        cur = map.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
+        let map = cur.as_object_mut().ok_or_else(|| KeyError::NotAnObject {
+            key: key.to_string(),
+            parent: walked.clone(),
+        })?;
+        cur = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
     }
     match cur {
         Value::Object(map) => {
             map.insert(last.to_string(), value);
             Ok(())
         }
-        _ => Err(KeyError::NotAnObject { key: key.to_string(), parent: walked }),
+        _ => Err(KeyError::NotAnObject {
+            key: key.to_string(),
+            parent: walked,
+        }),
     }
 }
 
@@ -80,8 +88,14 @@ mod tests {
         let doc = json!({"Addresses": {"API": "/ip4/1", "Swarm": ["a", "b"]}});
         assert_eq!(get_key(&doc, "Addresses.API").unwrap(), &json!("/ip4/1"));
         assert_eq!(get_key(&doc, "Addresses.Swarm.1").unwrap(), &json!("b"));
-        assert_eq!(get_key(&doc, "Addresses.Nope"), Err(KeyError::NotFound("Addresses.Nope".into())));
-        assert_eq!(get_key(&doc, "a..b"), Err(KeyError::Malformed("a..b".into())));
+        assert_eq!(
+            get_key(&doc, "Addresses.Nope"),
+            Err(KeyError::NotFound("Addresses.Nope".into()))
+        );
+        assert_eq!(
+            get_key(&doc, "a..b"),
+            Err(KeyError::Malformed("a..b".into()))
+        );
     }
 
     #[test]
@@ -89,6 +103,9 @@ mod tests {
         let mut doc = json!({"A": 1});
         set_key(&mut doc, "B.C", json!(true)).unwrap();
         assert_eq!(doc, json!({"A": 1, "B": {"C": true}}));
-        assert!(matches!(set_key(&mut doc, "A.X", json!(1)), Err(KeyError::NotAnObject { .. })));
+        assert!(matches!(
+            set_key(&mut doc, "A.X", json!(1)),
+            Err(KeyError::NotAnObject { .. })
+        ));
     }
 }

@@ -4,9 +4,13 @@
 /// (B, kB/KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 10GB or 512MiB"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 10GB or 512MiB"))?;
     let mult: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "kB" | "KB" | "k" | "K" => 1e3,
@@ -17,7 +21,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1024.0 * 1024.0,
         "GiB" => 1024.0 * 1024.0 * 1024.0,
         "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("`{other}` in `{s}` is not a size unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "`{other}` in `{s}` is not a size unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
     };
     let v = num * mult;
     if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {

@@ -23,7 +23,10 @@ mod tests {
 
     #[test]
     fn strings_json_and_bools() {
-        assert_eq!(parse_value("x", false, false), Ok(Value::String("x".into())));
+        assert_eq!(
+            parse_value("x", false, false),
+            Ok(Value::String("x".into()))
+        );
         assert_eq!(parse_value("[1]", true, false), Ok(serde_json::json!([1])));
         assert_eq!(parse_value("true", false, true), Ok(Value::Bool(true)));
         assert!(parse_value("{", true, false).is_err());

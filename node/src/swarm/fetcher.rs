@@ -33,7 +33,10 @@ impl Fetcher for BitswapFetcher {
             match session.get(cid).await {
                 Ok(b) => Ok(b),
                 Err(FetchError::Timeout { .. }) => Err(BlockSourceError::Timeout { cid }),
-                Err(e) => Err(BlockSourceError::Failed { cid, reason: e.to_string() }),
+                Err(e) => Err(BlockSourceError::Failed {
+                    cid,
+                    reason: e.to_string(),
+                }),
             }
         }
         .boxed()

@@ -18,12 +18,18 @@ fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> ProviderErr
 impl BlockProvider for StoreProvider {
     async fn has(&self, cid: Cid) -> Result<bool, ProviderError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.has(&cid)).await.map_err(unavailable)?.map_err(unavailable)
+        tokio::task::spawn_blocking(move || store.has(&cid))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     async fn get(&self, cid: Cid) -> Result<Option<Bytes>, ProviderError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.get(&cid)).await.map_err(unavailable)? {
+        match tokio::task::spawn_blocking(move || store.get(&cid))
+            .await
+            .map_err(unavailable)?
+        {
             Ok(v) => Ok(v),
             Err(GetError::Corrupt { .. }) => Ok(None),
             Err(e) => Err(unavailable(e)),
