@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp, yamux};
+use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp};
 use tessera_bitswap_ec::bitswap::{self, BlockProvider, Handle, ProviderError};
 use tessera_blockstore::{Block, Cid, RAW};
 
@@ -74,16 +74,24 @@ impl BlockProvider for Generated {
     }
 }
 
-fn swarm(behaviour: bitswap::Behaviour) -> Result<Swarm<bitswap::Behaviour>, Box<dyn std::error::Error>> {
+fn swarm(
+    behaviour: bitswap::Behaviour,
+) -> Result<Swarm<bitswap::Behaviour>, Box<dyn std::error::Error>> {
     Ok(SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            bitswap::yamux_config,
+        )?
         .with_behaviour(|_| behaviour)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
         .build())
 }
 
-async fn listen(s: &mut Swarm<bitswap::Behaviour>) -> Result<Multiaddr, Box<dyn std::error::Error>> {
+async fn listen(
+    s: &mut Swarm<bitswap::Behaviour>,
+) -> Result<Multiaddr, Box<dyn std::error::Error>> {
     s.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     loop {
         if let SwarmEvent::NewListenAddr { address, .. } = s.select_next_some().await {
@@ -99,11 +107,16 @@ enum Sink {
 }
 
 /// One transfer; returns MiB/s.
-async fn transfer(total_mib: u64, block_size: usize, sink: Sink) -> Result<f64, Box<dyn std::error::Error>> {
+async fn transfer(
+    total_mib: u64,
+    block_size: usize,
+    sink: Sink,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let count = total_mib * (1 << 20) / block_size as u64;
     let (provider, cids) = Generated::new(count, block_size);
     let (server_b, _server_handle) = bitswap::Behaviour::new(bitswap::Config::default(), provider)?;
-    let (client_b, client) = bitswap::Behaviour::new(bitswap::Config::default(), bitswap::NoBlocks)?;
+    let (client_b, client) =
+        bitswap::Behaviour::new(bitswap::Config::default(), bitswap::NoBlocks)?;
     let mut server = swarm(server_b)?;
     let mut fetcher = swarm(client_b)?;
     let addr = listen(&mut server).await?;
@@ -191,9 +204,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if benching { 3 } else { 1 });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     println!("bitswap tessera -> tessera, loopback TCP + Noise + Yamux, {runs} run(s) each, MiB/s");
-    println!("{:>8} {:>8} {:>8} {:>30}", "MiB", "block", "sink", "median (all runs)");
+    println!(
+        "{:>8} {:>8} {:>8} {:>30}",
+        "MiB", "block", "sink", "median (all runs)"
+    );
     for &mib in &sizes {
         for block_size in [256 * 1024, 1 << 20] {
             for sink in [Sink::Memory, Sink::Durable] {
@@ -209,7 +227,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "{:>8} {:>7}K {:>8} {:>12.1} ({})",
                     mib,
                     block_size / 1024,
-                    if sink == Sink::Memory { "memory" } else { "fsync" },
+                    if sink == Sink::Memory {
+                        "memory"
+                    } else {
+                        "fsync"
+                    },
                     median,
                     all.join(", ")
                 );

@@ -15,8 +15,12 @@
 //! # async fn demo(cid: cid::Cid) -> Result<(), Box<dyn std::error::Error>> {
 //! // The provider is the node's blockstore (later with reconstruction).
 //! let (behaviour, handle) = bitswap::Behaviour::new(bitswap::Config::default(), MemoryBlocks::new())?;
-//! // Put `behaviour` in the node's #[derive(NetworkBehaviour)] and poll the
-//! // swarm on tokio; keep `handle` (cheap to clone) for the DAG service:
+//! // Put `behaviour` in the node's #[derive(NetworkBehaviour)] beside
+//! // identify (Helia only sends wants to peers whose identify lists a
+//! // Bitswap protocol), build the swarm's Yamux with
+//! // `bitswap::yamux_config()` (see its docs: Helia's frames otherwise kill
+//! // connections), and poll the swarm on tokio. Keep `handle` (cheap to
+//! // clone) for the DAG service:
 //! let session = handle.session();
 //! let block = session.get(cid).await?; // verified against its CID
 //! // store the block, then let waiting peers have it:
@@ -50,6 +54,7 @@ mod provider;
 mod server;
 mod stats;
 mod verify;
+mod yamux;
 
 pub use behaviour::{Behaviour, Event};
 pub use config::{Config, ConfigError};
@@ -63,3 +68,4 @@ pub use prefix::{Prefix, PrefixError};
 pub use protocol::{FrameError, Upgrade, Version};
 pub use provider::{BlockProvider, NoBlocks, ProviderError};
 pub use stats::{PeerLedger, Stats};
+pub use yamux::{YAMUX_MAX_STREAMS, yamux_config};

@@ -167,7 +167,10 @@ impl Message {
             match (field, value) {
                 (WANTLIST, Value::Len(b)) => msg.decode_wantlist(b, &mut items, max_items)?,
                 (BLOCKS, Value::Len(b)) => {
-                    if take_item(&mut items, max_items, &mut msg.skipped) {
+                    // Not a match guard: a block over the item limit must be skipped, not fall
+                    // through to the wrong-wire-type arm below.
+                    let taken = take_item(&mut items, max_items, &mut msg.skipped);
+                    if taken {
                         msg.blocks.push(b);
                     }
                 }

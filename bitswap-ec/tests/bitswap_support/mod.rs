@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, noise, tcp};
 use tessera_bitswap_ec::bitswap::{self, BlockProvider, Handle};
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,7 +49,7 @@ pub fn build_swarm_with<B: libp2p::swarm::NetworkBehaviour>(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            bitswap::yamux_config,
         )?
         .with_behaviour(|key| make(key))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -192,7 +192,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The repository's `tests/` folder.
 pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
 }
 
 /// Installs Kubo and the npm peers from the pinned versions (idempotent).
@@ -215,7 +217,12 @@ pub struct JsonPeer {
 }
 
 impl JsonPeer {
-    pub async fn spawn(name: &'static str, program: &Path, args: &[&Path], cwd: &Path) -> Result<Self> {
+    pub async fn spawn(
+        name: &'static str,
+        program: &Path,
+        args: &[&Path],
+        cwd: &Path,
+    ) -> Result<Self> {
         let mut child = Command::new(program)
             .args(args)
             .current_dir(cwd)
@@ -245,7 +252,8 @@ impl JsonPeer {
             .await
             .with_context(|| format!("{} did not answer {req} within {within:?}", self.name))??
             .with_context(|| format!("{} exited while answering {req}", self.name))?;
-        let v: Value = serde_json::from_str(&reply).with_context(|| format!("{} said {reply}", self.name))?;
+        let v: Value =
+            serde_json::from_str(&reply).with_context(|| format!("{} said {reply}", self.name))?;
         if let Some(e) = v.get("error") {
             bail!("{} failed {req}: {e}", self.name);
         }
@@ -254,7 +262,9 @@ impl JsonPeer {
 
     /// `{"id", "addrs"}` as a dialable address with `/p2p/ID`.
     pub async fn address(&mut self) -> Result<(PeerId, Multiaddr)> {
-        let v = self.call(json!({"op": "id"}), Duration::from_secs(30)).await?;
+        let v = self
+            .call(json!({"op": "id"}), Duration::from_secs(30))
+            .await?;
         let id: PeerId = v["id"].as_str().context("no id")?.parse()?;
         let addr = v["addrs"]
             .as_array()
@@ -264,7 +274,10 @@ impl JsonPeer {
             .find(|a| a.contains("/tcp/") && a.starts_with("/ip4/127.0.0.1"))
             .context("no loopback TCP address")?;
         let mut addr: Multiaddr = addr.parse()?;
-        if !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+        if !addr
+            .iter()
+            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        {
             addr.push(libp2p::multiaddr::Protocol::P2p(id));
         }
         Ok((id, addr))
@@ -277,7 +290,11 @@ pub async fn start_kubo(dir: &Path) -> Result<JsonPeer> {
     let driver = tests_dir().join("kubo").join("kubo_peer.py");
     let mut p = JsonPeer::spawn("kubo", &python, &[&driver], dir).await?;
     let repo = dir.join("repo");
-    p.call(json!({"op": "start", "repo": repo}), Duration::from_secs(120)).await?;
+    p.call(
+        json!({"op": "start", "repo": repo}),
+        Duration::from_secs(120),
+    )
+    .await?;
     Ok(p)
 }
 
@@ -285,7 +302,8 @@ pub async fn start_kubo(dir: &Path) -> Result<JsonPeer> {
 pub async fn start_helia(dir: &Path) -> Result<JsonPeer> {
     let script = tests_dir().join("js").join("helia-peer.mjs");
     let mut p = JsonPeer::spawn("helia", Path::new("node"), &[&script], dir).await?;
-    p.call(json!({"op": "start"}), Duration::from_secs(60)).await?;
+    p.call(json!({"op": "start"}), Duration::from_secs(60))
+        .await?;
     Ok(p)
 }
 
@@ -352,8 +370,14 @@ pub fn build_file_dag(content: &[u8], v1: bool) -> (Cid, Vec<Block>) {
             Block::from_dag_pb_v0(Bytes::from(node))
         });
     }
-    assert!(leaves.len() > 1 && leaves.len() <= 174, "test files span one level of links");
-    let links: Vec<(Cid, u64)> = leaves.iter().map(|b| (*b.cid(), b.data().len() as u64)).collect();
+    assert!(
+        leaves.len() > 1 && leaves.len() <= 174,
+        "test files span one level of links"
+    );
+    let links: Vec<(Cid, u64)> = leaves
+        .iter()
+        .map(|b| (*b.cid(), b.data().len() as u64))
+        .collect();
     let sizes: Vec<u64> = content.chunks(chunk).map(|c| c.len() as u64).collect();
     let root = pb_node(&links, &unixfs_file(None, content.len() as u64, &sizes));
     let root = if v1 {
@@ -389,7 +413,10 @@ fn fields(b: &[u8]) -> Result<Vec<(u64, Result<u64, &[u8]>)>> {
             0 => out.push((key >> 3, Ok(read_varint(b, &mut pos)?))),
             2 => {
                 let len = read_varint(b, &mut pos)? as usize;
-                let end = pos.checked_add(len).filter(|e| *e <= b.len()).context("truncated field")?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|e| *e <= b.len())
+                    .context("truncated field")?;
                 out.push((key >> 3, Err(&b[pos..end])));
                 pos = end;
             }
