@@ -83,6 +83,7 @@ def dd_rate(src, out_dir, size):
 
 class Tessera:
     def __init__(self, work):
+        work.mkdir(parents=True, exist_ok=True)
         self.repo = work / "tessera-repo"
         shutil.rmtree(self.repo, ignore_errors=True)
         self.env = dict(os.environ, TESSERA_PATH=str(self.repo))
@@ -117,6 +118,7 @@ class Tessera:
 
 class Kubo:
     def __init__(self, work):
+        work.mkdir(parents=True, exist_ok=True)
         self.dir = work / "kubo"
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)

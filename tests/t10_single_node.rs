@@ -1,5 +1,7 @@
 //! One tessera node driven through its CLI and its Kubo RPC API, as a Kubo user would.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! `kubo-rpc-client`, the JS client written for Kubo, works against tessera unchanged.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::process::Command;
 
 use anyhow::Result;

@@ -1,5 +1,7 @@
 //! Two and three tessera daemons on one machine: connect, exchange blocks over Bitswap, peering.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::time::Duration;
 
 use anyhow::Result;

@@ -2,6 +2,8 @@
 //! Bitswap on loopback, both directions, 256 KiB CIDv0 and 1 MiB CIDv1 raw-leaf content, compared
 //! byte for byte.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 

@@ -2,6 +2,8 @@
 //! over Bitswap on loopback: Helia's default content (CIDv1, raw leaves, 1 MiB blocks) and Kubo's
 //! (CIDv0, 256 KiB), both directions, compared byte for byte.
 
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 

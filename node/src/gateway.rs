@@ -47,15 +47,15 @@ enum Format {
 fn format(
     query: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
-) -> Result<Format, Response> {
+) -> Result<Format, Box<Response>> {
     if let Some(f) = query.get("format") {
         return match f.as_str() {
             "raw" => Ok(Format::Raw),
             "car" => Ok(Format::Car),
-            other => Err(plain(
+            other => Err(Box::new(plain(
                 StatusCode::BAD_REQUEST,
                 format!("unsupported format \"{other}\": use raw or car"),
-            )),
+            ))),
         };
     }
     let accept = headers
@@ -66,10 +66,10 @@ fn format(
         Ok(Format::Raw)
     } else if accept.contains("application/vnd.ipld.car") {
         if accept.contains("version=2") && !accept.contains("version=1") {
-            return Err(plain(
+            return Err(Box::new(plain(
                 StatusCode::BAD_REQUEST,
                 "only CAR version 1 is supported".into(),
-            ));
+            )));
         }
         Ok(Format::Car)
     } else {
@@ -114,10 +114,10 @@ struct Recording {
 impl BlockSource for Recording {
     async fn get(&self, cid: &Cid) -> Result<Bytes, BlockSourceError> {
         let b = self.inner.get(cid).await?;
-        if let Ok(mut s) = self.seen.lock() {
-            if !s.contains(cid) {
-                s.push(*cid);
-            }
+        if let Ok(mut s) = self.seen.lock()
+            && !s.contains(cid)
+        {
+            s.push(*cid);
         }
         Ok(b)
     }
@@ -132,7 +132,7 @@ async fn serve(
 ) -> Response {
     let fmt = match format(&query, &headers) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut parts = path.split('/').filter(|p| !p.is_empty());
     let Some(first) = parts.next() else {

@@ -404,24 +404,22 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.conns.remove(&peer_id);
-                    self.connected.remove(&peer_id);
-                    self.connected_count
-                        .store(self.connected.len(), Ordering::Relaxed);
-                    self.latency.remove(&peer_id);
-                    if self.peering.contains_key(&peer_id) {
-                        self.redial.insert(
-                            peer_id,
-                            (
-                                tokio::time::Instant::now() + Duration::from_secs(1),
-                                Duration::from_secs(1),
-                            ),
-                        );
-                    }
+                self.conns.remove(&peer_id);
+                self.connected.remove(&peer_id);
+                self.connected_count
+                    .store(self.connected.len(), Ordering::Relaxed);
+                self.latency.remove(&peer_id);
+                if self.peering.contains_key(&peer_id) {
+                    self.redial.insert(
+                        peer_id,
+                        (
+                            tokio::time::Instant::now() + Duration::from_secs(1),
+                            Duration::from_secs(1),
+                        ),
+                    );
                 }
             }
             SwarmEvent::OutgoingConnectionError {

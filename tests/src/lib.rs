@@ -157,13 +157,13 @@ impl Node {
         self.daemon = Some(child);
         let api_file = self.repo.join("api");
         wait_for("the daemon's API file", Duration::from_secs(60), || {
-            if let Some(c) = self.daemon.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    return Some(Err(anyhow!(
-                        "daemon exited early with {status}: {}",
-                        self.log()
-                    )));
-                }
+            if let Some(c) = self.daemon.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some(Err(anyhow!(
+                    "daemon exited early with {status}: {}",
+                    self.log()
+                )));
             }
             api_file.exists().then_some(Ok(()))
         })??;

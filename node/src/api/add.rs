@@ -40,10 +40,9 @@ impl EventSink for QueueSink {
         };
         if let (AddEvent::Progress { name, .. }, Some(AddEvent::Progress { name: last, .. })) =
             (&event, q.0.back())
+            && name == last
         {
-            if name == last {
-                q.0.pop_back();
-            }
+            q.0.pop_back();
         }
         q.0.push_back(event);
         drop(q);

