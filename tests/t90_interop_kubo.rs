@@ -4,18 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use tessera_tests::{Node, pseudo_random, setup_peers, workspace_root};
+use tessera_tests::{JsonPeer, Node, pseudo_random, setup_peers, workspace_root};
 
-/// The Kubo driver process (tests/kubo/kubo_peer.py).
+/// The Kubo driver process (tests/kubo/kubo_peer.py), with its working folder (Kubo writes kubo.log).
 struct Kubo {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    peer: JsonPeer,
     _dir: tempfile::TempDir,
 }
 
@@ -23,20 +20,11 @@ impl Kubo {
     fn start() -> Result<Kubo> {
         setup_peers()?;
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(workspace_root().join("tests/.venv/bin/python"))
-            .arg(workspace_root().join("tests/kubo/kubo_peer.py"))
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the Kubo driver")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        let mut cmd = Command::new(workspace_root().join("tests/.venv/bin/python"));
+        cmd.arg(workspace_root().join("tests/kubo/kubo_peer.py"))
+            .current_dir(dir.path());
         let mut k = Kubo {
-            child,
-            stdin,
-            stdout,
+            peer: JsonPeer::spawn("Kubo", cmd)?,
             _dir: dir,
         };
         let repo = k._dir.path().join("repo");
@@ -45,16 +33,7 @@ impl Kubo {
     }
 
     fn ask(&mut self, req: Value) -> Result<Value> {
-        writeln!(self.stdin, "{req}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        let v: Value =
-            serde_json::from_str(&line).with_context(|| format!("bad driver reply {line:?}"))?;
-        if let Some(e) = v.get("error") {
-            bail!("kubo: {e}");
-        }
-        Ok(v["ok"].clone())
+        self.peer.ask(req)
     }
 
     fn addr(&mut self) -> Result<String> {
@@ -66,14 +45,6 @@ impl Kubo {
             .and_then(|a| a.as_str())
             .context("no Kubo address")?;
         Ok(format!("{a}/p2p/{pid}"))
-    }
-}
-
-impl Drop for Kubo {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"op": "stop"}));
-        let _ = self.stdin.flush();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,60 +4,24 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use tessera_tests::{Node, pseudo_random, setup_peers, workspace_root};
+use tessera_tests::{JsonPeer, Node, pseudo_random, setup_peers, workspace_root};
 
-struct Helia {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+/// The Helia peer (tests/js/helia-peer.mjs).
+struct Helia;
 
 impl Helia {
-    fn start() -> Result<(Helia, Value)> {
+    fn start() -> Result<(JsonPeer, Value)> {
         setup_peers()?;
-        let mut child = Command::new("node")
-            .arg(workspace_root().join("tests/js/helia-peer.mjs"))
-            .current_dir(workspace_root().join("tests/js"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start the Helia peer (is node installed?)")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
-        let mut h = Helia {
-            child,
-            stdin,
-            stdout,
-        };
+        let mut cmd = Command::new("node");
+        cmd.arg(workspace_root().join("tests/js/helia-peer.mjs"))
+            .current_dir(workspace_root().join("tests/js"));
+        let mut h = JsonPeer::spawn("Helia", cmd)?;
         let id = h.ask(json!({"op": "start"}))?;
         Ok((h, id))
-    }
-
-    fn ask(&mut self, req: Value) -> Result<Value> {
-        writeln!(self.stdin, "{req}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        let v: Value =
-            serde_json::from_str(&line).with_context(|| format!("bad Helia reply {line:?}"))?;
-        if let Some(e) = v.get("error") {
-            bail!("helia: {e}");
-        }
-        Ok(v["ok"].clone())
-    }
-}
-
-impl Drop for Helia {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"op": "stop"}));
-        let _ = self.stdin.flush();
-        let _ = self.child.wait();
     }
 }
 

@@ -309,3 +309,57 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// An external test peer driven over stdin/stdout with one JSON request and one JSON reply per line
+/// (`{"ok": ...}` or `{"error": "..."}`), as `tests/kubo/kubo_peer.py` and `tests/js/helia-peer.mjs`
+/// speak. Dropping it asks the peer to stop and waits for it.
+pub struct JsonPeer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    name: &'static str,
+}
+
+impl JsonPeer {
+    /// Starts `cmd` with piped stdin/stdout.
+    pub fn spawn(name: &'static str, mut cmd: Command) -> Result<JsonPeer> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start the {name} peer"))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = std::io::BufReader::new(child.stdout.take().context("no stdout")?);
+        Ok(JsonPeer {
+            child,
+            stdin,
+            stdout,
+            name,
+        })
+    }
+
+    /// Sends one request and returns the `ok` value of the reply.
+    pub fn ask(&mut self, req: serde_json::Value) -> Result<serde_json::Value> {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{req}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("bad reply from the {} peer: {line:?}", self.name))?;
+        if let Some(e) = v.get("error") {
+            bail!("{}: {e}", self.name);
+        }
+        Ok(v["ok"].clone())
+    }
+}
+
+impl Drop for JsonPeer {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.stdin, "{}", serde_json::json!({"op": "stop"}));
+        let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+}

@@ -123,8 +123,6 @@ pub(crate) async fn put(
     if blocks.is_empty() {
         return Err(ApiError::client("file argument 'data' is required"));
     }
-    let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
-    let store = node.store().clone();
     let out: Vec<KeySize> = blocks
         .iter()
         .map(|b| KeySize {
@@ -132,6 +130,18 @@ pub(crate) async fn put(
             size: b.data().len() as u64,
         })
         .collect();
+    store_blocks(&node, blocks, pin).await?;
+    if out.len() == 1 {
+        Ok(json(&out[0]))
+    } else {
+        Ok(ndjson(stream::iter(out.into_iter().map(Ok))))
+    }
+}
+
+/// Stores a few blocks durably (and pins each, if asked) with GC held off, then tells peers.
+pub(crate) async fn store_blocks(node: &Node, blocks: Vec<Block>, pin: bool) -> ApiResult<()> {
+    let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
+    let store = node.store().clone();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let _guard = store.gc_guard();
         store.put_many(&blocks).map_err(|e| e.to_string())?;
@@ -148,11 +158,7 @@ pub(crate) async fn put(
     .map_err(ApiError::normal)?
     .map_err(ApiError::normal)?;
     node.announce(cids);
-    if out.len() == 1 {
-        Ok(json(&out[0]))
-    } else {
-        Ok(ndjson(stream::iter(out.into_iter().map(Ok))))
-    }
+    Ok(())
 }
 
 pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Response> {

@@ -14,11 +14,12 @@ use tessera_blockstore::{Block, PinMode};
 use tokio::sync::mpsc;
 
 use super::args::Args;
-use super::block::{codec_code, multipart, read_part};
+use super::block::{codec_code, multipart, read_part, store_blocks};
 use super::dag_json;
 use super::error::{ApiError, ApiResult};
 use super::pin::pin_complete;
 use super::resolve::resolve;
+use super::stream::CidLink;
 use super::stream::{bytes as bytes_response, json, ndjson};
 use crate::ipld::{BlockSource, CarReader, DEFAULT_READ_AHEAD, car, walk};
 use crate::node::Node;
@@ -39,12 +40,6 @@ pub(crate) async fn get(State(node): State<Node>, args: Args) -> ApiResult<Respo
         "application/json",
         stream::once(async move { Ok(Bytes::from(body)) }),
     ))
-}
-
-#[derive(Serialize)]
-struct CidLink {
-    #[serde(rename = "/")]
-    cid: String,
 }
 
 #[derive(Serialize)]
@@ -89,22 +84,7 @@ pub(crate) async fn put(
             },
         })
         .collect();
-    let store = node.store().clone();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let _guard = store.gc_guard();
-        store.put_many(&blocks).map_err(|e| e.to_string())?;
-        if pin {
-            for b in &blocks {
-                store
-                    .pin(b.cid(), PinMode::Recursive)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(ApiError::normal)?
-    .map_err(ApiError::normal)?;
+    store_blocks(&node, blocks, pin).await?;
     Ok(ndjson(stream::iter(out.into_iter().map(Ok))))
 }
 

@@ -59,15 +59,21 @@ pub(crate) async fn pin_complete(
     .map_err(ApiError::normal)
 }
 
-pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Response> {
-    let recursive = args.flag("recursive", true)?;
+/// Resolves every positional path argument; at least one is required.
+async fn resolve_args(node: &Node, args: &Args) -> ApiResult<Vec<Cid>> {
     let mut roots = Vec::new();
     for a in args.args() {
-        roots.push(resolve(&node, a).await?);
+        roots.push(resolve(node, a).await?);
     }
     if roots.is_empty() {
         return Err(ApiError::client("argument \"ipfs-path\" is required"));
     }
+    Ok(roots)
+}
+
+pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Response> {
+    let recursive = args.flag("recursive", true)?;
+    let roots = resolve_args(&node, &args).await?;
     for root in &roots {
         let cids = if recursive {
             fetch_dag(&node, *root).await?
@@ -89,13 +95,7 @@ pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Respo
 
 pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let recursive = args.flag("recursive", true)?;
-    let mut roots = Vec::new();
-    for a in args.args() {
-        roots.push(resolve(&node, a).await?);
-    }
-    if roots.is_empty() {
-        return Err(ApiError::client("argument \"ipfs-path\" is required"));
-    }
+    let roots = resolve_args(&node, &args).await?;
     let store = node.store().clone();
     let r2 = roots.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {

@@ -15,6 +15,13 @@ use serde::Serialize;
 
 use super::error::ApiError;
 
+/// A CID as IPLD JSON writes a link: `{"/": "bafy..."}`.
+#[derive(Serialize)]
+pub(crate) struct CidLink {
+    #[serde(rename = "/")]
+    pub(crate) cid: String,
+}
+
 /// One JSON document followed by a newline, as Kubo answers non-streaming commands.
 pub(crate) fn json<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::args::Args;
 use super::error::{ApiError, ApiResult};
-use super::stream::json;
+use super::stream::{CidLink, json};
 use crate::node::Node;
 use crate::swarm::SwarmHandle;
 
@@ -163,12 +163,6 @@ pub(crate) async fn addrs(State(node): State<Node>) -> ApiResult<Response> {
         .map(|(p, a)| (p.to_string(), a.iter().map(|x| x.to_string()).collect()))
         .collect();
     Ok(json(&Addrs { addrs }))
-}
-
-#[derive(Serialize)]
-struct CidLink {
-    #[serde(rename = "/")]
-    cid: String,
 }
 
 #[derive(Serialize)]
