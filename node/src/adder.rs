@@ -14,6 +14,9 @@
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
+
+use tokio::sync::mpsc;
+
 use bytes::Bytes;
 use cid::{Cid, Version};
 use tessera_blockstore::{Block, Blockstore, PinMode};
@@ -95,8 +98,10 @@ pub fn start(
     options: AddOptions,
     events: impl EventSink,
     stored: impl Fn(Vec<Cid>) + Send + 'static,
-) -> std::io::Result<SyncSender<AddInput>> {
-    let (tx, rx) = sync_channel::<AddInput>(64);
+) -> std::io::Result<mpsc::Sender<AddInput>> {
+    // A tokio channel: the async feeder awaits room (back-pressure from the disk reaches the upload)
+    // without a blocking-pool hop per chunk; the import thread takes from it with blocking_recv.
+    let (tx, rx) = mpsc::channel::<AddInput>(64);
     std::thread::Builder::new()
         .name("tessera-add".into())
         .spawn(move || import_thread(store, options, rx, events, Box::new(stored)))?;
@@ -115,7 +120,7 @@ struct Current {
 fn import_thread(
     store: Blockstore,
     options: AddOptions,
-    rx: Receiver<AddInput>,
+    mut rx: mpsc::Receiver<AddInput>,
     mut events: impl EventSink,
     stored: Stored,
 ) {
@@ -133,7 +138,7 @@ fn import_thread(
             return;
         }
     };
-    let outcome = import(&options, &rx, &batch_tx, &mut events);
+    let outcome = import(&options, &mut rx, &batch_tx, &mut events);
     let (pins, failure) = match outcome {
         Ok(pins) => (pins, None),
         Err(e) => (Vec::new(), Some(e)),
@@ -160,7 +165,7 @@ fn import_thread(
 /// Reads inputs until the end, returning the roots to pin, or why the add failed.
 fn import(
     options: &AddOptions,
-    rx: &Receiver<AddInput>,
+    rx: &mut mpsc::Receiver<AddInput>,
     batches: &SyncSender<Batch>,
     events: &mut impl EventSink,
 ) -> Result<Vec<Cid>, String> {
@@ -186,7 +191,7 @@ fn import(
             .map_err(|_| "the store thread stopped".to_string())
     };
 
-    for input in rx.iter() {
+    while let Some(input) = rx.blocking_recv() {
         match input {
             AddInput::Abort(why) => return Err(why),
             AddInput::FileStart(name) => {

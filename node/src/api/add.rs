@@ -143,8 +143,7 @@ pub(crate) async fn add(
     tokio::spawn(async move {
         let outcome = feed(&mut body, &input).await;
         if let Err(why) = outcome {
-            let input = input.clone();
-            let _ = tokio::task::spawn_blocking(move || input.send(AddInput::Abort(why))).await;
+            let _ = input.send(AddInput::Abort(why)).await;
         }
     });
 
@@ -183,20 +182,16 @@ pub(crate) async fn add(
     Ok(ndjson(events))
 }
 
-/// Moves the multipart upload into the pipeline. Blocking sends run on the blocking pool so that
-/// back-pressure from the disk never blocks an async worker.
+/// Moves the multipart upload into the pipeline; a full pipeline makes the upload wait.
 async fn feed(
     body: &mut Multipart,
-    input: &std::sync::mpsc::SyncSender<AddInput>,
+    input: &tokio::sync::mpsc::Sender<AddInput>,
 ) -> Result<(), String> {
-    let send = |msg: AddInput| {
-        let input = input.clone();
-        async move {
-            tokio::task::spawn_blocking(move || input.send(msg))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|_| "the import stopped".to_string())
-        }
+    let send = |msg: AddInput| async move {
+        input
+            .send(msg)
+            .await
+            .map_err(|_| "the import stopped".to_string())
     };
     while let Some(mut field) = body
         .next_field()
