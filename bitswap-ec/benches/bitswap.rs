@@ -15,6 +15,11 @@
 //! the end (what the blockstore's pack files do): the clock stops when the
 //! last byte is durable. Reference on the 2-core test machine: Kubo -> Kubo
 //! 22-36 MiB/s; the bare transport about 500 MiB/s.
+//!
+//! With `TESSERA_BENCH_KUBO=1` the same sizes also go Kubo -> Kubo,
+//! Kubo -> tessera and tessera -> Kubo, with a real Kubo 0.22 (installed by
+//! `tests/setup-peers.sh`), as UnixFS files (CIDv0, 256 KiB leaves, Kubo's
+//! defaults), so that all four figures come from one run on one machine.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,6 +32,11 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm, SwarmBuilder, noise, tcp};
 use tessera_bitswap_ec::bitswap::{self, BlockProvider, Handle, ProviderError};
 use tessera_blockstore::{Block, Cid, RAW};
+
+// The interop tests' helpers: Kubo driver, in-process nodes, UnixFS DAGs.
+#[path = "../tests/bitswap_support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 /// Serves `count` distinct blocks without holding them: block `i` is `i` as
 /// 8 bytes followed by a shared tail, built on request (one memcpy).
@@ -192,6 +202,90 @@ async fn wait_connected(h: &Handle) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn mib_per_s(bytes: usize, since: Instant) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / since.elapsed().as_secs_f64()
+}
+
+/// Kubo -> Kubo, Kubo -> tessera, tessera -> Kubo for one size; MiB/s each.
+async fn kubo_legs(mib: u64) -> Result<[f64; 3], Box<dyn std::error::Error>> {
+    use serde_json::json;
+    let long = Duration::from_secs(1800);
+    support::setup_peers().await?;
+    let dir = tempfile::tempdir()?;
+    let sub = |name: &str| -> std::io::Result<std::path::PathBuf> {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p)?;
+        Ok(p)
+    };
+    let size = (mib as usize) << 20;
+    let content = support::pseudo_random(mib, size);
+    let file = dir.path().join("file");
+    std::fs::write(&file, &content)?;
+
+    let mut k1 = support::start_kubo(&sub("k1")?).await?;
+    let cid = k1.call(json!({"op": "add", "path": file}), long).await?;
+    let cid_str = cid.as_str().ok_or("Kubo gave no CID")?.to_string();
+    let (_, k1_addr) = k1.address().await?;
+
+    // Kubo -> Kubo.
+    let mut k2 = support::start_kubo(&sub("k2")?).await?;
+    k2.call(json!({"op": "connect", "addr": k1_addr.to_string()}), long)
+        .await?;
+    let out = dir.path().join("k2-out");
+    let t = Instant::now();
+    k2.call(json!({"op": "download", "cid": cid_str, "dest": out}), long)
+        .await?;
+    let kubo_kubo = mib_per_s(size, t);
+    if std::fs::read(&out)? != content {
+        return Err("Kubo -> Kubo: content differs".into());
+    }
+    k2.call(json!({"op": "stop"}), long).await?;
+    drop(k2);
+
+    // Kubo -> tessera.
+    let node = support::spawn_node(bitswap::Config::default(), bitswap::NoBlocks).await?;
+    node.dial_addr(k1_addr.clone()).await?;
+    let kubo_id = k1.address().await?.0;
+    node.wait_peer(kubo_id).await?;
+    let session = node.handle.session().with_timeout(Duration::from_secs(120));
+    let t = Instant::now();
+    let got = support::fetch_file(&session, cid_str.parse()?).await?;
+    let kubo_tessera = mib_per_s(size, t);
+    if got != content {
+        return Err("Kubo -> tessera: content differs".into());
+    }
+    drop((got, session, node));
+    k1.call(json!({"op": "stop"}), long).await?;
+    drop(k1);
+
+    // tessera -> Kubo.
+    let (root, blocks) = support::build_file_dag(&content, false);
+    let store = bitswap::MemoryBlocks::new();
+    for b in blocks {
+        store.insert(b);
+    }
+    let server = support::spawn_node(bitswap::Config::default(), store).await?;
+    let mut k3 = support::start_kubo(&sub("k3")?).await?;
+    k3.call(
+        json!({"op": "connect", "addr": format!("{}/p2p/{}", server.addr, server.peer)}),
+        long,
+    )
+    .await?;
+    let out = dir.path().join("k3-out");
+    let t = Instant::now();
+    k3.call(
+        json!({"op": "download", "cid": root.to_string(), "dest": out}),
+        long,
+    )
+    .await?;
+    let tessera_kubo = mib_per_s(size, t);
+    if std::fs::read(&out)? != content {
+        return Err("tessera -> Kubo: content differs".into());
+    }
+    k3.call(json!({"op": "stop"}), long).await?;
+    Ok([kubo_kubo, kubo_tessera, tessera_kubo])
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
     // of the kind and only wants to know the binary runs: keep it short.
@@ -236,6 +330,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     all.join(", ")
                 );
             }
+        }
+    }
+    if std::env::var("TESSERA_BENCH_KUBO").is_ok_and(|v| v == "1") {
+        println!("UnixFS file (CIDv0, 256 KiB leaves) with a real Kubo 0.22, MiB/s");
+        println!(
+            "{:>8} {:>14} {:>14} {:>14}",
+            "MiB", "Kubo->Kubo", "Kubo->tessera", "tessera->Kubo"
+        );
+        for &mib in &sizes {
+            let [kk, kt, tk] = rt.block_on(kubo_legs(mib))?;
+            println!("{mib:>8} {kk:>14.1} {kt:>14.1} {tk:>14.1}");
         }
     }
     Ok(())

@@ -356,38 +356,47 @@ fn pb_node(links: &[(Cid, u64)], data: &[u8]) -> Vec<u8> {
     n
 }
 
-/// A one-level UnixFS file DAG as Kubo would build it: CIDv0 with dag-pb
-/// leaves of 256 KiB, or CIDv1 with raw leaves of 1 MiB. Returns the root
-/// and every block.
+/// A UnixFS file DAG as Kubo would build it: CIDv0 with dag-pb leaves of
+/// 256 KiB, or CIDv1 with raw leaves of 1 MiB; at most 174 links per node
+/// (Kubo's balanced layout), as many levels as needed. Returns the root and
+/// every block.
 pub fn build_file_dag(content: &[u8], v1: bool) -> (Cid, Vec<Block>) {
     let chunk = if v1 { 1 << 20 } else { 256 * 1024 };
-    let mut leaves = Vec::new();
+    let seal = |node: Vec<u8>| {
+        if v1 {
+            Block::from_data_v1(DAG_PB, Bytes::from(node))
+        } else {
+            Block::from_dag_pb_v0(Bytes::from(node))
+        }
+    };
+    let mut all = Vec::new();
+    // (cid, block size of the subtree, content bytes of the subtree)
+    let mut level: Vec<(Cid, u64, u64)> = Vec::new();
     for piece in content.chunks(chunk) {
-        leaves.push(if v1 {
+        let b = if v1 {
             Block::from_data_v1(RAW, Bytes::copy_from_slice(piece))
         } else {
             let node = pb_node(&[], &unixfs_file(Some(piece), piece.len() as u64, &[]));
             Block::from_dag_pb_v0(Bytes::from(node))
-        });
+        };
+        level.push((*b.cid(), b.data().len() as u64, piece.len() as u64));
+        all.push(b);
     }
-    assert!(
-        leaves.len() > 1 && leaves.len() <= 174,
-        "test files span one level of links"
-    );
-    let links: Vec<(Cid, u64)> = leaves
-        .iter()
-        .map(|b| (*b.cid(), b.data().len() as u64))
-        .collect();
-    let sizes: Vec<u64> = content.chunks(chunk).map(|c| c.len() as u64).collect();
-    let root = pb_node(&links, &unixfs_file(None, content.len() as u64, &sizes));
-    let root = if v1 {
-        Block::from_data_v1(DAG_PB, Bytes::from(root))
-    } else {
-        Block::from_dag_pb_v0(Bytes::from(root))
-    };
-    let cid = *root.cid();
-    leaves.push(root);
-    (cid, leaves)
+    assert!(level.len() > 1, "test files span more than one chunk");
+    while level.len() > 1 {
+        let mut next = Vec::new();
+        for group in level.chunks(174) {
+            let links: Vec<(Cid, u64)> = group.iter().map(|(c, t, _)| (*c, *t)).collect();
+            let sizes: Vec<u64> = group.iter().map(|(_, _, n)| *n).collect();
+            let total: u64 = sizes.iter().sum();
+            let node = seal(pb_node(&links, &unixfs_file(None, total, &sizes)));
+            let tsize = node.data().len() as u64 + group.iter().map(|(_, t, _)| *t).sum::<u64>();
+            next.push((*node.cid(), tsize, total));
+            all.push(node);
+        }
+        level = next;
+    }
+    (level[0].0, all)
 }
 
 fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64> {
@@ -403,8 +412,11 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64> {
     bail!("varint too long")
 }
 
-/// Fields of a protobuf message: (field, varint value or bytes).
-fn fields(b: &[u8]) -> Result<Vec<(u64, Result<u64, &[u8]>)>> {
+/// A protobuf field's value: a varint, or the bytes of a length-delimited field.
+type FieldValue<'a> = Result<u64, &'a [u8]>;
+
+/// Fields of a protobuf message, in order.
+fn fields(b: &[u8]) -> Result<Vec<(u64, FieldValue<'_>)>> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < b.len() {
