@@ -350,7 +350,7 @@ mod tests {
         let mut v = sample();
         v["Addresses"] = serde_json::json!({"API": "/ip4/127.0.0.1/tcp/1", "Gateway": "/ip4/127.0.0.1/tcp/2", "Swarm": [], "Bogus": 1});
         let (key, msg) = Config::from_value(v).unwrap_err();
-        assert_eq!(key, "Addresses");
+        assert_eq!(key, "Addresses.Bogus");
         assert!(msg.contains("Bogus"), "{msg}");
     }
 

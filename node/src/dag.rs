@@ -30,6 +30,9 @@ pub trait Fetcher: Send + Sync + 'static {
 pub struct DagService {
     store: Blockstore,
     fetcher: Option<Arc<dyn Fetcher>>,
+    /// Store what the network brings, one block at a time. Off for callers that store fetched
+    /// blocks themselves in large batches (`pin add`): one fsync per batch instead of per block.
+    store_fetched: bool,
 }
 
 impl std::fmt::Debug for DagService {
@@ -47,6 +50,7 @@ impl DagService {
         Self {
             store,
             fetcher: None,
+            store_fetched: true,
         }
     }
 
@@ -55,6 +59,7 @@ impl DagService {
         Self {
             store,
             fetcher: Some(fetcher),
+            store_fetched: true,
         }
     }
 
@@ -63,6 +68,15 @@ impl DagService {
     pub async fn announce(&self, cids: Vec<Cid>) {
         if let Some(f) = &self.fetcher {
             f.stored(cids).await;
+        }
+    }
+
+    /// The same service, but blocks fetched from the network are returned without being stored:
+    /// the caller stores them (in batches) and then calls [`DagService::announce`].
+    pub fn without_storing(&self) -> DagService {
+        DagService {
+            store_fetched: false,
+            ..self.clone()
         }
     }
 
@@ -106,6 +120,9 @@ impl BlockSource for DagService {
             return Err(BlockSourceError::NotFound { cid: *cid });
         };
         let block = fetcher.fetch(*cid).await?;
+        if !self.store_fetched {
+            return Ok(block.into_parts().1);
+        }
         let store = self.store.clone();
         let b = block.clone();
         tokio::task::spawn_blocking(move || store.put(&b))

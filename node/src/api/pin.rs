@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use axum::extract::State;
 use axum::response::Response;
 use cid::Cid;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use serde::Serialize;
-use tessera_blockstore::PinMode;
+use tessera_blockstore::{Block, PinMode};
 
 use super::args::{Args, parse_ipfs_path};
 use super::error::{ApiError, ApiResult};
@@ -26,13 +26,45 @@ struct PinsOutput {
     pins: Vec<String>,
 }
 
-/// Walks the DAG under `root` (fetching what is missing) and returns every CID in it.
+/// Blocks fetched for a pin are stored in batches of about this many bytes: one fsync each.
+const PIN_BATCH_BYTES: usize = 16 << 20;
+/// Blocks fetched at once while walking a DAG to pin it.
+const PIN_READ_AHEAD: usize = 64;
+
+/// Walks the DAG under `root`, fetching what is missing from the network and storing it in
+/// large durable batches, and returns every CID in it.
 pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> ApiResult<Vec<Cid>> {
-    walk(node.dag().clone(), root, DEFAULT_READ_AHEAD)
-        .map_ok(|b| b.cid)
-        .try_collect()
+    let mut blocks = Box::pin(walk(node.dag().without_storing(), root, PIN_READ_AHEAD));
+    let mut cids = Vec::new();
+    let mut batch: Vec<Block> = Vec::new();
+    let mut batch_bytes = 0usize;
+    while let Some(b) = blocks.next().await {
+        let b = b.map_err(ApiError::normal)?;
+        cids.push(b.cid);
+        batch_bytes += b.data.len();
+        // Blocks that were already here are cheap no-ops for put_many.
+        batch.push(Block::new_unchecked(b.cid, b.data));
+        if batch_bytes >= PIN_BATCH_BYTES {
+            store_batch(node, std::mem::take(&mut batch)).await?;
+            batch_bytes = 0;
+        }
+    }
+    store_batch(node, batch).await?;
+    Ok(cids)
+}
+
+async fn store_batch(node: &Node, batch: Vec<Block>) -> ApiResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let cids: Vec<Cid> = batch.iter().map(|b| *b.cid()).collect();
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.put_many(&batch))
         .await
-        .map_err(ApiError::normal)
+        .map_err(ApiError::normal)?
+        .map_err(ApiError::normal)?;
+    node.announce(cids);
+    Ok(())
 }
 
 /// Records a pin once every block of `cids` is in the store, with GC held off while checking.
