@@ -14,7 +14,6 @@
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-
 use tokio::sync::mpsc;
 
 use bytes::Bytes;
