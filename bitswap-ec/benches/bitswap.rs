@@ -92,7 +92,15 @@ fn swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            bitswap::yamux_config,
+            // TESSERA_BENCH_YAMUX_DEFAULT=1 compares with rust-yamux's own
+            // defaults (windows past 1 MiB, unsafe with Helia).
+            || {
+                if std::env::var("TESSERA_BENCH_YAMUX_DEFAULT").is_ok_and(|v| v == "1") {
+                    libp2p::yamux::Config::default()
+                } else {
+                    bitswap::yamux_config()
+                }
+            },
         )?
         .with_behaviour(|_| behaviour)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -145,12 +153,13 @@ async fn transfer(
     wait_connected(&client).await?;
 
     let dir = tempfile::tempdir()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(64);
+    // 64 MiB of blocks may wait for the disk while it syncs.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>((64 << 20) / block_size);
     let path = dir.path().join("pack");
     let writer = std::thread::spawn(move || -> std::io::Result<u64> {
         let mut f = std::fs::File::create(&path)?;
         let (mut since_sync, mut written) = (0usize, 0u64);
-        for data in rx {
+        while let Some(data) = rx.blocking_recv() {
             f.write_all(&data)?;
             since_sync += data.len();
             written += data.len() as u64;
@@ -171,11 +180,9 @@ async fn transfer(
         let block = block?;
         bytes += block.data().len() as u64;
         if sink == Sink::Durable {
-            let data = block.data().clone();
-            // The writer thread blocks on the disk; hand over without
-            // blocking the runtime.
-            let tx = tx.clone();
-            tokio::task::spawn_blocking(move || tx.send(data)).await??;
+            tx.send(block.data().clone())
+                .await
+                .map_err(|_| "writer thread stopped")?;
         }
     }
     drop(tx);
