@@ -34,8 +34,8 @@ use tessera_bitswap_ec::bitswap::{self, BlockProvider, Handle, ProviderError};
 use tessera_blockstore::{Block, Cid, RAW};
 
 // The interop tests' helpers: Kubo driver, in-process nodes, UnixFS DAGs.
+// The module allows its own dead code.
 #[path = "../tests/bitswap_support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 /// Serves `count` distinct blocks without holding them: block `i` is `i` as
