@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
-use tessera_bitswap_ec::bitswap::{Entry, Message, Payload, Prefix, Presence, PresenceKind, Version, WantType};
+use tessera_bitswap_ec::bitswap::{
+    Entry, Message, Payload, Prefix, Presence, PresenceKind, Version, WantType,
+};
 use tessera_blockstore::{Block, RAW};
 
 fn seeds() -> Vec<Vec<u8>> {
