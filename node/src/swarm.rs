@@ -18,7 +18,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, tcp};
 use tessera_bitswap_ec::bitswap;
 use tessera_blockstore::Blockstore;
 use tokio::sync::{mpsc, oneshot};
@@ -183,7 +183,9 @@ pub(crate) async fn start(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            // Keeps every Yamux window at or under 1 MiB: rust-yamux refuses larger frames, and
+            // Helia sends frames as large as the window (see bitswap::yamux_config).
+            bitswap::yamux_config,
         )
         .map_err(|e| SwarmError::Build(e.to_string()))?
         .with_quic()
