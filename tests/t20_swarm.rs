@@ -7,19 +7,6 @@ use std::time::Duration;
 use anyhow::Result;
 use tessera_tests::{Node, pseudo_random, wait_for};
 
-fn swarm_addr(node: &Node) -> Result<String> {
-    let id: serde_json::Value = serde_json::from_str(&node.ok(&["id"])?)?;
-    let addr = id["Addresses"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str())
-                .find(|s| s.contains("/tcp/"))
-        })
-        .ok_or_else(|| anyhow::anyhow!("no TCP address in {id}"))?;
-    Ok(addr.to_string())
-}
-
 fn peer_id(node: &Node) -> Result<String> {
     Ok(node.ok(&["id", "-f", "<id>"])?.trim().to_string())
 }
@@ -42,7 +29,7 @@ fn cat_and_pin_fetch_from_a_connected_tessera() -> Result<()> {
     let err = b.fails(&["cat", &cid])?;
     assert!(err.contains("not found"), "{err}");
 
-    let out = b.ok(&["swarm", "connect", &swarm_addr(&a)?])?;
+    let out = b.ok(&["swarm", "connect", &a.swarm_addr()?])?;
     assert!(out.contains("success"), "{out}");
     let a_id = peer_id(&a)?;
     assert!(b.ok(&["swarm", "peers"])?.contains(&a_id));
@@ -96,7 +83,7 @@ fn peering_peers_are_kept_connected() -> Result<()> {
     tessera_tests::use_built_binary!();
     let mut a = Node::start()?;
     let a_id = peer_id(&a)?;
-    let addr = swarm_addr(&a)?;
+    let addr = a.swarm_addr()?;
     let base = addr.split("/p2p/").next().unwrap().to_string();
     let mut b = Node::init()?;
     let peering = serde_json::json!([{ "ID": a_id, "Addrs": [base] }]).to_string();

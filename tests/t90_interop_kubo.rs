@@ -48,16 +48,6 @@ impl Kubo {
     }
 }
 
-fn tessera_addr(node: &Node) -> Result<String> {
-    let id: Value = serde_json::from_str(&node.ok(&["id"])?)?;
-    Ok(id["Addresses"]
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|a| a.as_str())
-        .context("no address")?
-        .to_string())
-}
-
 #[test]
 fn tessera_fetches_from_kubo() -> Result<()> {
     tessera_tests::use_built_binary!();
@@ -112,7 +102,7 @@ fn kubo_fetches_from_tessera_v0_and_v1_1mib_blocks() -> Result<()> {
         ])?
         .trim()
         .to_string();
-    kubo.ask(json!({"op": "connect", "addr": tessera_addr(&node)?}))?;
+    kubo.ask(json!({"op": "connect", "addr": node.swarm_addr()?}))?;
     for (cid, data) in [(&c0, &v0), (&c1, &v1)] {
         let dest = node.dir.path().join(format!("kubo-{cid}"));
         kubo.ask(json!({"op": "download", "cid": cid, "dest": dest}))

@@ -42,16 +42,6 @@ fn helia_addr(id: &Value) -> Result<String> {
     })
 }
 
-fn tessera_addr(node: &Node) -> Result<String> {
-    let id: Value = serde_json::from_str(&node.ok(&["id"])?)?;
-    Ok(id["Addresses"]
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|a| a.as_str())
-        .context("no address")?
-        .to_string())
-}
-
 #[test]
 fn tessera_fetches_from_helia_both_profiles() -> Result<()> {
     tessera_tests::use_built_binary!();
@@ -109,7 +99,7 @@ fn helia_fetches_from_tessera_both_profiles() -> Result<()> {
         .ok(&["add", "-Q", f0.to_str().unwrap()])?
         .trim()
         .to_string();
-    helia.ask(json!({"op": "connect", "addr": tessera_addr(&node)?}))?;
+    helia.ask(json!({"op": "connect", "addr": node.swarm_addr()?}))?;
     for (cid, data) in [(&c1, &v1), (&c0, &v0)] {
         let dest = node.dir.path().join(format!("helia-{cid}"));
         helia

@@ -222,6 +222,20 @@ impl Node {
         Ok(format!("http://{}", self.read_addr("gateway")?))
     }
 
+    /// The daemon's TCP swarm address with `/p2p/ID`, from `tessera id`.
+    pub fn swarm_addr(&self) -> Result<String> {
+        let id: serde_json::Value = serde_json::from_str(&self.ok(&["id"])?)?;
+        let addr = id["Addresses"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .find(|s| s.contains("/tcp/"))
+            })
+            .ok_or_else(|| anyhow!("no TCP address in {id}"))?;
+        Ok(addr.to_string())
+    }
+
     /// Runs `tessera ARGS` against this repo.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         self.run_with_stdin(args, None)
