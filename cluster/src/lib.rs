@@ -1,2 +1,14 @@
-//! The tessera IPFS Cluster peer. Nothing here yet: see the issue "Cluster peer".
+//! The IPFS Cluster peer inside every `tessera daemon`: membership and Raft consensus on the shared
+//! pinset, metrics broadcast over gossipsub, the balanced allocator, the pin tracker that makes the
+//! local blockstore hold what the pinset assigns to this peer, and the IPFS Cluster REST API.
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod metric;
+pub mod pin;
+pub mod status;
+
+pub use api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};
+pub use metric::Metric;
+pub use pin::{EcLayout, Pin, PinMode, PinsetOp};
+pub use status::{GlobalPinInfo, PeerPinInfo, PinStatus};
