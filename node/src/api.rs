@@ -11,6 +11,7 @@ mod dag_json;
 mod error;
 mod files;
 mod info;
+mod metrics;
 mod pin;
 mod refs;
 mod repo;
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use crate::node::Node;
 
@@ -64,6 +65,7 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/api/v0/version", post(info::version))
         .route("/api/v0/config", post(config::config))
         .route("/api/v0/config/show", post(config::show))
+        .route("/debug/metrics/prometheus", get(metrics::prometheus))
         .fallback(unknown)
         // Uploads stream through the importer; their size is bounded by the disk, not by memory.
         .layer(DefaultBodyLimit::disable())

@@ -45,6 +45,9 @@ pub enum DaemonError {
     /// The swarm could not start.
     #[error("{0}")]
     Swarm(String),
+    /// The extension (the cluster peer) could not start or failed.
+    #[error("{0}")]
+    Extension(String),
     /// A server failed while running.
     #[error("server error: {0}")]
     Serve(String),
@@ -101,6 +104,22 @@ fn swarm_config(config: &crate::Config) -> Result<crate::swarm::SwarmConfig, Dae
     })
 }
 
+/// A future that runs until the daemon shuts down.
+pub type Running = futures::future::BoxFuture<'static, Result<(), String>>;
+
+/// What the layer above the node (the cluster peer) plugs into a daemon, so that one process serves
+/// both without the node knowing the cluster.
+pub trait Extension: Send + 'static {
+    /// Starts once the node and its swarm are up and before the APIs serve (so it can install a
+    /// [`crate::Pinner`]); a failure stops the daemon from starting. The returned future runs
+    /// beside the API servers until `shutdown` turns true.
+    fn start(
+        self: Box<Self>,
+        node: Node,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> futures::future::BoxFuture<'static, Result<Running, String>>;
+}
+
 /// Where a started daemon listens.
 #[derive(Debug, Clone)]
 pub struct Listening {
@@ -114,6 +133,7 @@ pub struct Listening {
 pub async fn run(
     mut repo: Repo,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    extension: Option<Box<dyn Extension>>,
     started: impl FnOnce(&Node, &Listening),
 ) -> Result<(), DaemonError> {
     repo.lock()?;
@@ -144,6 +164,15 @@ pub async fn run(
     node.set_swarm(swarm);
     node.set_listen_addrs(swarm_addrs);
     node.set_protocols(protocols);
+
+    let extension = match extension {
+        Some(ext) => Some(
+            ext.start(node.clone(), stop_rx.clone())
+                .await
+                .map_err(DaemonError::Extension)?,
+        ),
+        None => None,
+    };
 
     let api_addr =
         multiaddr_to_socket(&config.addresses.api).map_err(|message| DaemonError::Address {
@@ -193,10 +222,17 @@ pub async fn run(
         .with_graceful_shutdown(stopped(stop_rx.clone()));
     let gw = axum::serve(gw_listener, crate::gateway::router(node.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
-    let (a, g) = tokio::join!(api.into_future(), gw.into_future());
+    let ext = async move {
+        match extension {
+            Some(running) => running.await,
+            None => Ok(()),
+        }
+    };
+    let (a, g, e) = tokio::join!(api.into_future(), gw.into_future(), ext);
     drop(files);
     a.map_err(|e| DaemonError::Serve(e.to_string()))?;
     g.map_err(|e| DaemonError::Serve(e.to_string()))?;
+    e.map_err(DaemonError::Extension)?;
     tracing::info!("daemon stopped");
     Ok(())
 }

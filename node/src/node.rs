@@ -48,6 +48,20 @@ struct Inner {
     listen_addrs: Mutex<Vec<Multiaddr>>,
     protocols: Mutex<Vec<String>>,
     swarm: std::sync::OnceLock<crate::swarm::SwarmHandle>,
+    pinner: std::sync::OnceLock<Arc<dyn crate::Pinner>>,
+    metrics: std::sync::OnceLock<Arc<dyn crate::MetricsSource>>,
+}
+
+impl std::fmt::Debug for dyn crate::Pinner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pinner")
+    }
+}
+
+impl std::fmt::Debug for dyn crate::MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
 }
 
 impl Node {
@@ -77,8 +91,31 @@ impl Node {
                 listen_addrs: Mutex::new(Vec::new()),
                 protocols: Mutex::new(Vec::new()),
                 swarm: std::sync::OnceLock::new(),
+                pinner: std::sync::OnceLock::new(),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Hands the Kubo API's `pin/add` and `pin/rm` to `pinner` from now on (once; later calls are
+    /// ignored).
+    pub fn set_pinner(&self, pinner: Arc<dyn crate::Pinner>) {
+        let _ = self.inner.pinner.set(pinner);
+    }
+
+    /// The installed pinner, if any.
+    pub fn pinner(&self) -> Option<&Arc<dyn crate::Pinner>> {
+        self.inner.pinner.get()
+    }
+
+    /// Adds `source`'s text to the Prometheus endpoint (once).
+    pub fn set_metrics_source(&self, source: Arc<dyn crate::MetricsSource>) {
+        let _ = self.inner.metrics.set(source);
+    }
+
+    /// The extra metrics source, if any.
+    pub fn metrics_source(&self) -> Option<&Arc<dyn crate::MetricsSource>> {
+        self.inner.metrics.get()
     }
 
     /// The repo folder.

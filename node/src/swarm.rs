@@ -18,7 +18,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, tcp};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, noise, ping, tcp};
 use tessera_bitswap_ec::bitswap;
 use tessera_blockstore::Blockstore;
 use tokio::sync::{mpsc, oneshot};
@@ -78,15 +78,36 @@ enum Command {
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     KnownAddrs(oneshot::Sender<HashMap<PeerId, Vec<Multiaddr>>>),
+    AddAddress(PeerId, Multiaddr),
+    Subscribe(String, mpsc::Sender<GossipMessage>),
+    Publish(String, Vec<u8>),
+}
+
+/// A gossipsub message as subscribers get it.
+#[derive(Debug, Clone)]
+pub struct GossipMessage {
+    /// Who wrote and signed it (not who forwarded it).
+    pub author: PeerId,
+    /// The payload.
+    pub data: Vec<u8>,
 }
 
 /// Talks to the swarm task. Dropping every handle does not stop the swarm; the daemon's shutdown does.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SwarmHandle {
     commands: mpsc::Sender<Command>,
     bitswap: bitswap::Handle,
     local: PeerId,
     connected: Arc<AtomicUsize>,
+    streams: libp2p_stream::Control,
+}
+
+impl std::fmt::Debug for SwarmHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmHandle")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SwarmHandle {
@@ -130,6 +151,41 @@ impl SwarmHandle {
     /// The Bitswap engine.
     pub fn bitswap(&self) -> &bitswap::Handle {
         &self.bitswap
+    }
+
+    /// Opens and accepts streams of protocols that other crates define (the cluster's). Each caller
+    /// that opens streams should clone it: `open_stream` takes `&mut self`.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
+    /// Tells the swarm an address of a peer, so that streams can be opened to it by peer id alone.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), SwarmError> {
+        self.commands
+            .send(Command::AddAddress(peer, addr))
+            .await
+            .map_err(|_| SwarmError::Stopped)
+    }
+
+    /// Subscribes to a gossipsub topic; messages arrive on `sink` until it is dropped. Messages that
+    /// do not fit (the receiver is slow) are dropped, as gossip may be.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        sink: mpsc::Sender<GossipMessage>,
+    ) -> Result<(), SwarmError> {
+        self.commands
+            .send(Command::Subscribe(topic.to_string(), sink))
+            .await
+            .map_err(|_| SwarmError::Stopped)
+    }
+
+    /// Publishes on a gossipsub topic. Best effort: with no subscribed peer the message goes nowhere.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), SwarmError> {
+        self.commands
+            .send(Command::Publish(topic.to_string(), data))
+            .await
+            .map_err(|_| SwarmError::Stopped)
     }
 
     /// This peer.
@@ -178,6 +234,9 @@ pub(crate) async fn start(
         bitswap::Behaviour::new(bitswap::Config::default(), StoreProvider { store })
             .map_err(|e| SwarmError::Build(e.to_string()))?;
     let mut slot = Some(bitswap_behaviour);
+    let stream_behaviour = libp2p_stream::Behaviour::new();
+    let streams = stream_behaviour.new_control();
+    let mut stream_slot = Some(stream_behaviour);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -191,7 +250,21 @@ pub(crate) async fn start(
         .with_quic()
         .with_behaviour(|key| {
             let bitswap = slot.take().ok_or("behaviour built twice")?;
+            let stream = stream_slot.take().ok_or("behaviour built twice")?;
+            // Signed messages, strict validation: a receiver can trust `source` as the author and
+            // check it against the cluster's membership.
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
             Ok(Behaviour {
+                stream,
+                gossipsub,
                 identify: identify::Behaviour::new(
                     identify::Config::new(PROTOCOL_VERSION.into(), key.public())
                         .with_agent_version(concat!("tessera/", env!("CARGO_PKG_VERSION")).into()),
@@ -255,6 +328,7 @@ pub(crate) async fn start(
         bitswap: bitswap_handle,
         local,
         connected: connected.clone(),
+        streams,
     };
     let mut task = Task {
         swarm,
@@ -270,6 +344,7 @@ pub(crate) async fn start(
         connected: HashSet::new(),
         conns: HashMap::new(),
         connected_count: connected,
+        topics: HashMap::new(),
     };
     // Peering peers are dialled on the first tick, and again with backoff whenever not connected.
     let now = tokio::time::Instant::now();
@@ -302,6 +377,8 @@ struct Task {
     conns: HashMap<PeerId, (Multiaddr, bool)>,
     /// `connected.len()`, shared with the handles.
     connected_count: Arc<AtomicUsize>,
+    /// Subscribers of each gossipsub topic.
+    topics: HashMap<gossipsub::TopicHash, Vec<mpsc::Sender<GossipMessage>>>,
 }
 
 impl Task {
@@ -360,6 +437,28 @@ impl Task {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::AddAddress(peer, addr) => {
+                self.swarm.add_peer_address(peer, addr);
+            }
+            Command::Subscribe(topic, sink) => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                    tracing::warn!(%topic, error = %e, "cannot subscribe");
+                }
+                self.topics.entry(topic.hash()).or_default().push(sink);
+            }
+            Command::Publish(topic, data) => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic.clone(), data)
+                {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(e) => tracing::debug!(%topic, error = %e, "cannot publish"),
+                }
             }
             Command::KnownAddrs(reply) => {
                 let mut map: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -454,6 +553,23 @@ impl Task {
                 ..
             })) => {
                 self.latency.insert(peer, rtt);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let Some(author) = message.source else {
+                    return;
+                };
+                if let Some(sinks) = self.topics.get_mut(&message.topic) {
+                    sinks.retain(|s| !s.is_closed());
+                    for sink in sinks.iter() {
+                        let _ = sink.try_send(GossipMessage {
+                            author,
+                            data: message.data.clone(),
+                        });
+                    }
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,

@@ -44,7 +44,7 @@ pub(crate) async fn run(ctx: &Context, args: DaemonArgs) -> Result<()> {
         }
         eprintln!("Received interrupt signal, shutting down...");
     };
-    tessera_node::daemon::run(repo, shutdown, |node, listening| {
+    tessera_node::daemon::run(repo, shutdown, None, |node, listening| {
         println!("peer identity: {}", node.peer_id());
         println!(
             "RPC API server listening on /ip4/{}/tcp/{}",

@@ -11,7 +11,7 @@ use axum::response::Response;
 use cid::Cid;
 use futures::{StreamExt, stream};
 use serde::Serialize;
-use tessera_blockstore::{Block, PinMode};
+use tessera_blockstore::PinMode;
 
 use super::args::{Args, parse_ipfs_path};
 use super::error::{ApiError, ApiResult};
@@ -26,69 +26,23 @@ struct PinsOutput {
     pins: Vec<String>,
 }
 
-/// Blocks fetched for a pin are stored in batches of about this many bytes: one fsync each.
-const PIN_BATCH_BYTES: usize = 16 << 20;
-/// Blocks fetched at once while walking a DAG to pin it.
-const PIN_READ_AHEAD: usize = 64;
-
-/// Walks the DAG under `root`, fetching what is missing from the network and storing it in
-/// large durable batches, and returns every CID in it.
+/// Walks and fetches the DAG under `root`; see [`crate::pinning::fetch_dag`].
 pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> ApiResult<Vec<Cid>> {
-    let mut blocks = Box::pin(walk(node.dag().without_storing(), root, PIN_READ_AHEAD));
-    let mut cids = Vec::new();
-    let mut batch: Vec<Block> = Vec::new();
-    let mut batch_bytes = 0usize;
-    while let Some(b) = blocks.next().await {
-        let b = b.map_err(ApiError::normal)?;
-        cids.push(b.cid);
-        batch_bytes += b.data.len();
-        // Blocks that were already here are cheap no-ops for put_many.
-        batch.push(Block::new_unchecked(b.cid, b.data));
-        if batch_bytes >= PIN_BATCH_BYTES {
-            store_batch(node, std::mem::take(&mut batch)).await?;
-            batch_bytes = 0;
-        }
-    }
-    store_batch(node, batch).await?;
-    Ok(cids)
-}
-
-async fn store_batch(node: &Node, batch: Vec<Block>) -> ApiResult<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let cids: Vec<Cid> = batch.iter().map(|b| *b.cid()).collect();
-    let store = node.store().clone();
-    tokio::task::spawn_blocking(move || store.put_many(&batch))
+    crate::pinning::fetch_dag(node, root)
         .await
-        .map_err(ApiError::normal)?
-        .map_err(ApiError::normal)?;
-    node.announce(cids);
-    Ok(())
+        .map_err(ApiError::normal)
 }
 
-/// Records a pin once every block of `cids` is in the store, with GC held off while checking.
+/// Records a pin over a complete DAG; see [`crate::pinning::pin_complete`].
 pub(crate) async fn pin_complete(
     node: &Node,
     root: Cid,
     cids: Vec<Cid>,
     mode: PinMode,
 ) -> ApiResult<()> {
-    let store = node.store().clone();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let _guard = store.gc_guard();
-        for c in &cids {
-            if !store.has(c).map_err(|e| e.to_string())? {
-                return Err(format!(
-                    "block {c} of {root} disappeared before the pin was recorded; retry"
-                ));
-            }
-        }
-        store.pin(&root, mode).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(ApiError::normal)?
-    .map_err(ApiError::normal)
+    crate::pinning::pin_complete(node, root, cids, mode)
+        .await
+        .map_err(ApiError::normal)
 }
 
 /// Resolves every positional path argument; at least one is required.
@@ -106,6 +60,18 @@ async fn resolve_args(node: &Node, args: &Args) -> ApiResult<Vec<Cid>> {
 pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let recursive = args.flag("recursive", true)?;
     let roots = resolve_args(&node, &args).await?;
+    if let Some(pinner) = node.pinner() {
+        // The cluster owns pins: this becomes a cluster pin, allocated by the cluster.
+        for root in &roots {
+            pinner
+                .pin(*root, recursive)
+                .await
+                .map_err(ApiError::normal)?;
+        }
+        return Ok(json(&PinsOutput {
+            pins: roots.iter().map(Cid::to_string).collect(),
+        }));
+    }
     for root in &roots {
         let cids = if recursive {
             fetch_dag(&node, *root).await?
@@ -128,6 +94,14 @@ pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Respo
 pub(crate) async fn rm(State(node): State<Node>, args: Args) -> ApiResult<Response> {
     let recursive = args.flag("recursive", true)?;
     let roots = resolve_args(&node, &args).await?;
+    if let Some(pinner) = node.pinner() {
+        for root in &roots {
+            pinner.unpin(*root).await.map_err(ApiError::normal)?;
+        }
+        return Ok(json(&PinsOutput {
+            pins: roots.iter().map(Cid::to_string).collect(),
+        }));
+    }
     let store = node.store().clone();
     let r2 = roots.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {

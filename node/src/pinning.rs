@@ -1,0 +1,134 @@
+//! Pinning on this node, and the hook through which a cluster takes pin requests over.
+//!
+//! [`fetch_dag`] and [`pin_complete`] are what `ipfs pin add` does locally; the cluster's pin tracker
+//! calls the same code through [`Node::pin_local`]. A [`Pinner`] installed with [`Node::set_pinner`]
+//! receives the Kubo API's `pin/add` and `pin/rm` instead, so that they become cluster pins (as
+//! IPFS Cluster's IPFS proxy does) while the node stays ignorant of the cluster.
+
+use cid::Cid;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tessera_blockstore::{Block, PinMode};
+
+use crate::ipld::{BlockSource, walk};
+use crate::node::Node;
+
+/// Takes `pin/add` and `pin/rm` of the Kubo API when installed (the cluster peer implements it).
+pub trait Pinner: Send + Sync + 'static {
+    /// Pins `root` (recursively or not) the way the pinner decides, returning when it is pinned
+    /// where it must be, or with why not.
+    fn pin(&self, root: Cid, recursive: bool) -> BoxFuture<'static, Result<(), String>>;
+    /// Removes the pin of `root`.
+    fn unpin(&self, root: Cid) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Extra Prometheus text that the layer above the node adds to `/debug/metrics/prometheus`.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Prometheus exposition text (with `# HELP` and `# TYPE` lines).
+    fn render(&self) -> BoxFuture<'static, String>;
+}
+
+impl Node {
+    /// Fetches the whole DAG under `root` (or the root block alone when not `recursive`) and pins
+    /// it in this node's blockstore. Returns the number of blocks the pin covers.
+    pub async fn pin_local(&self, root: Cid, recursive: bool) -> Result<usize, String> {
+        let (cids, mode) = if recursive {
+            (fetch_dag(self, root).await?, PinMode::Recursive)
+        } else {
+            self.dag().get(&root).await.map_err(|e| e.to_string())?;
+            (vec![root], PinMode::Direct)
+        };
+        let n = cids.len();
+        pin_complete(self, root, cids, mode).await?;
+        Ok(n)
+    }
+
+    /// Removes this node's pin of `root`, whichever its mode; false if it was not pinned.
+    pub async fn unpin_local(&self, root: Cid) -> Result<bool, String> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            match store.pin_mode(&root).map_err(|e| e.to_string())? {
+                None => Ok(false),
+                Some(mode) => store
+                    .unpin(&root, mode)
+                    .map(|_| true)
+                    .map_err(|e| e.to_string()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Whether `root` is pinned here, and how.
+    pub async fn pin_mode(&self, root: Cid) -> Result<Option<PinMode>, String> {
+        let store = self.store().clone();
+        tokio::task::spawn_blocking(move || store.pin_mode(&root).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+}
+
+/// Blocks fetched for a pin are stored in batches of about this many bytes: one fsync each.
+const PIN_BATCH_BYTES: usize = 16 << 20;
+/// Blocks fetched at once while walking a DAG to pin it.
+const PIN_READ_AHEAD: usize = 64;
+
+/// Walks the DAG under `root`, fetching what is missing from the network and storing it in
+/// large durable batches, and returns every CID in it.
+pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> Result<Vec<Cid>, String> {
+    let mut blocks = Box::pin(walk(node.dag().without_storing(), root, PIN_READ_AHEAD));
+    let mut cids = Vec::new();
+    let mut batch: Vec<Block> = Vec::new();
+    let mut batch_bytes = 0usize;
+    while let Some(b) = blocks.next().await {
+        let b = b.map_err(|e| e.to_string())?;
+        cids.push(b.cid);
+        batch_bytes += b.data.len();
+        // Blocks that were already here are cheap no-ops for put_many.
+        batch.push(Block::new_unchecked(b.cid, b.data));
+        if batch_bytes >= PIN_BATCH_BYTES {
+            store_batch(node, std::mem::take(&mut batch)).await?;
+            batch_bytes = 0;
+        }
+    }
+    store_batch(node, batch).await?;
+    Ok(cids)
+}
+
+async fn store_batch(node: &Node, batch: Vec<Block>) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let cids: Vec<Cid> = batch.iter().map(|b| *b.cid()).collect();
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || store.put_many(&batch))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    node.announce(cids);
+    Ok(())
+}
+
+/// Records a pin once every block of `cids` is in the store, with GC held off while checking.
+pub(crate) async fn pin_complete(
+    node: &Node,
+    root: Cid,
+    cids: Vec<Cid>,
+    mode: PinMode,
+) -> Result<(), String> {
+    let store = node.store().clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let _guard = store.gc_guard();
+        for c in &cids {
+            if !store.has(c).map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "block {c} of {root} disappeared before the pin was recorded; retry"
+                ));
+            }
+        }
+        store.pin(&root, mode).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
