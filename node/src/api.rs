@@ -2,7 +2,7 @@
 //! names and error bodies as Kubo, so that `kubo-rpc-client`, `aioipfs` and curl scripts written for
 //! Kubo work unchanged.
 
-mod add;
+pub(crate) mod add;
 mod args;
 mod block;
 mod config;

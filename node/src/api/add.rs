@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::response::Response;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -121,9 +122,39 @@ pub(crate) async fn add(
     args: Args,
     body: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    let mut body = multipart(body)?;
+    let body = multipart(body)?;
     let opts = options(&args)?;
     let quiet_progress = !opts.progress;
+    let events = add_multipart(&node, body, opts).map_err(ApiError::normal)?;
+    let lines = events.filter_map(move |event| {
+        futures::future::ready(match event {
+            AddEvent::Added { name, cid, size } => Some(Ok(Line::Added(Added {
+                name,
+                hash: cid.to_string(),
+                size: size.to_string(),
+            }))),
+            AddEvent::Progress { .. } if quiet_progress => None,
+            AddEvent::Progress { name, bytes } => {
+                Some(Ok(Line::Progress(Progress { name, bytes })))
+            }
+            AddEvent::Failed(why) => Some(Err(ApiError::normal(why))),
+        })
+    });
+    Ok(ndjson(lines))
+}
+
+/// Imports a multipart upload in Kubo's `add` form through the add pipeline and streams what it
+/// reports, ending after the pipeline has stored and pinned everything (or after
+/// [`AddEvent::Failed`]).
+///
+/// It is public so that the cluster's REST `/add`, which takes the same form, imports with the same
+/// code and so gives the same CIDs as the Kubo API. The stream starts while the upload is still
+/// arriving; dropping it makes the pipeline stop at its next event.
+pub fn add_multipart(
+    node: &Node,
+    mut body: Multipart,
+    options: AddOptions,
+) -> std::io::Result<impl Stream<Item = AddEvent> + Send + 'static> {
     let queue = Arc::new(Queue::default());
     let rt = tokio::runtime::Handle::current();
     let n2 = node.clone();
@@ -133,13 +164,12 @@ pub(crate) async fn add(
     };
     let input = adder::start(
         node.store().clone(),
-        opts,
+        options,
         QueueSink(queue.clone()),
         announce,
-    )
-    .map_err(ApiError::normal)?;
+    )?;
 
-    // Feed the pipeline from the upload on a task of its own, so the response can stream meanwhile.
+    // Feed the pipeline from the upload on a task of its own, so the events can stream meanwhile.
     tokio::spawn(async move {
         let outcome = feed(&mut body, &input).await;
         if let Err(why) = outcome {
@@ -147,7 +177,7 @@ pub(crate) async fn add(
         }
     });
 
-    let events = futures::stream::unfold(queue, move |queue| async move {
+    Ok(futures::stream::unfold(queue, |queue| async move {
         loop {
             let next = {
                 let Ok(mut q) = queue.items.lock() else {
@@ -160,26 +190,11 @@ pub(crate) async fn add(
                 }
             };
             match next {
-                Some(AddEvent::Added { name, cid, size }) => {
-                    let line = Line::Added(Added {
-                        name,
-                        hash: cid.to_string(),
-                        size: size.to_string(),
-                    });
-                    return Some((Ok(line), queue));
-                }
-                Some(AddEvent::Progress { name, bytes }) => {
-                    if quiet_progress {
-                        continue;
-                    }
-                    return Some((Ok(Line::Progress(Progress { name, bytes })), queue));
-                }
-                Some(AddEvent::Failed(why)) => return Some((Err(ApiError::normal(why)), queue)),
+                Some(event) => return Some((event, queue)),
                 None => queue.ready.notified().await,
             }
         }
-    });
-    Ok(ndjson(events))
+    }))
 }
 
 /// Moves the multipart upload into the pipeline; a full pipeline makes the upload wait.
