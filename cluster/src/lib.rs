@@ -4,6 +4,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod config;
+pub mod duration;
 pub mod metric;
 pub mod pin;
 pub mod status;
