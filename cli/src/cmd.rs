@@ -2,6 +2,7 @@
 
 pub(crate) mod add;
 pub(crate) mod block;
+pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod dag;
@@ -23,6 +24,7 @@ use crate::client::Client;
 pub(crate) struct Context {
     pub(crate) repo: PathBuf,
     pub(crate) api: Option<String>,
+    pub(crate) cluster_api: Option<String>,
 }
 
 impl Context {

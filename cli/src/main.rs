@@ -5,6 +5,7 @@
 //! without a daemon, editing the file directly. Errors go to stderr and exit with code 1.
 
 mod client;
+mod cluster_client;
 mod cmd;
 
 use std::path::PathBuf;
@@ -22,6 +23,10 @@ struct Cli {
     /// Multiaddr of the daemon's API (defaults to the one the running daemon recorded in the repo).
     #[arg(long, global = true)]
     api: Option<String>,
+    /// Multiaddr of the daemon's IPFS Cluster REST API (defaults to the one the running daemon
+    /// recorded in the repo).
+    #[arg(long, global = true)]
+    cluster_api: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +71,19 @@ enum Command {
     Version(cmd::info::VersionArgs),
     /// Read or set a config key (`tessera config Addresses.API`), or `config show`.
     Config(cmd::config::ConfigArgs),
+    /// Cluster members.
+    #[command(subcommand)]
+    Peers(cmd::cluster::PeersCommand),
+    /// Every peer's status of a pin (or of all pins).
+    Status(cmd::cluster::StatusArgs),
+    /// Retry pins in error.
+    Recover(cmd::cluster::RecoverArgs),
+    /// Cluster connectivity and metrics.
+    #[command(subcommand)]
+    Health(cmd::cluster::HealthCommand),
+    /// Export or import the cluster's pinset.
+    #[command(subcommand)]
+    State(cmd::cluster::StateCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +105,7 @@ fn main() -> ExitCode {
     let ctx = cmd::Context {
         repo,
         api: cli.api.clone(),
+        cluster_api: cli.cluster_api.clone(),
     };
     let result = rt.block_on(async move {
         match cli.command {
@@ -106,6 +125,11 @@ fn main() -> ExitCode {
             Command::Id(a) => cmd::info::id(&ctx, a).await,
             Command::Version(a) => cmd::info::version(&ctx, a).await,
             Command::Config(a) => cmd::config::run(&ctx, a).await,
+            Command::Peers(c) => cmd::cluster::peers(&ctx, c).await,
+            Command::Status(a) => cmd::cluster::status(&ctx, a).await,
+            Command::Recover(a) => cmd::cluster::recover(&ctx, a).await,
+            Command::Health(c) => cmd::cluster::health(&ctx, c).await,
+            Command::State(c) => cmd::cluster::state(&ctx, c).await,
         }
     });
     match result {

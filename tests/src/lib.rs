@@ -117,6 +117,11 @@ pub struct Node {
 impl Node {
     /// `tessera init` in a new temporary folder, with every listener on a free loopback port.
     pub fn init() -> Result<Node> {
+        Node::init_with(&[])
+    }
+
+    /// `tessera init ARGS` (`--join`, `--secret`), with every listener on a free loopback port.
+    pub fn init_with(args: &[&str]) -> Result<Node> {
         let dir = tempfile::tempdir()?;
         let repo = dir.path().join("repo");
         let node = Node {
@@ -124,7 +129,10 @@ impl Node {
             repo,
             daemon: None,
         };
-        node.ok(&["init"])?;
+        let mut init = vec!["init"];
+        init.extend_from_slice(args);
+        node.ok(&init)?;
+        node.ok(&["config", "Cluster.RestAPI", "/ip4/127.0.0.1/tcp/0"])?;
         node.ok(&["config", "Addresses.API", "/ip4/127.0.0.1/tcp/0"])?;
         node.ok(&["config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/0"])?;
         node.ok(&[
@@ -215,6 +223,46 @@ impl Node {
     /// `http://127.0.0.1:PORT/api/v0`.
     pub fn api_url(&self) -> Result<String> {
         Ok(format!("http://{}/api/v0", self.read_addr("api")?))
+    }
+
+    /// `http://127.0.0.1:PORT` of the IPFS Cluster REST API.
+    pub fn cluster_url(&self) -> Result<String> {
+        Ok(format!("http://{}", self.read_addr("cluster-api")?))
+    }
+
+    /// GETs a REST API path and parses the JSON answer (NDJSON answers as an array).
+    pub fn rest_get(&self, path: &str) -> Result<serde_json::Value> {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.cluster_url()?))
+            .send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {text}");
+        }
+        if let Ok(v) = serde_json::from_str(&text) {
+            return Ok(v);
+        }
+        let lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<serde_json::Value>, _>>()
+            .with_context(|| format!("GET {path}: not JSON: {text}"))?;
+        Ok(serde_json::Value::Array(lines))
+    }
+
+    /// A value from the daemon's Prometheus endpoint (`name` with its labels, as printed).
+    pub fn prometheus(&self, name: &str) -> Option<f64> {
+        let url = format!("{}/debug/metrics/prometheus", self.api_url().ok()?.trim_end_matches("/api/v0"));
+        let text = reqwest::blocking::get(url).ok()?.text().ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Whether the daemon process is running.
+    pub fn is_running(&self) -> bool {
+        self.daemon.is_some()
     }
 
     /// `http://127.0.0.1:PORT`.

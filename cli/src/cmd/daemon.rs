@@ -21,7 +21,7 @@ pub(crate) async fn run(ctx: &Context, args: DaemonArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     if args.init && !ctx.repo.join("config").exists() {
-        let repo = Repo::init(&ctx.repo)?;
+        let repo = super::init::init_repo(&ctx.repo, &super::init::InitArgs::default())?;
         println!(
             "initialized repo at {}, peer identity {}",
             ctx.repo.display(),
@@ -44,7 +44,8 @@ pub(crate) async fn run(ctx: &Context, args: DaemonArgs) -> Result<()> {
         }
         eprintln!("Received interrupt signal, shutting down...");
     };
-    tessera_node::daemon::run(repo, shutdown, None, |node, listening| {
+    let cluster = Box::new(tessera_cluster::peer::ClusterExtension);
+    tessera_node::daemon::run(repo, shutdown, Some(cluster), |node, listening| {
         println!("peer identity: {}", node.peer_id());
         println!(
             "RPC API server listening on /ip4/{}/tcp/{}",
