@@ -236,7 +236,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_pin() -> Result<()> {
             let set: HashSet<String> = v
                 .as_array()?
                 .iter()
-                .filter_map(|p| p["cid"]["/"].as_str().map(str::to_string))
+                .filter_map(|p| p["cid"]["/"].as_str().or(p["cid"].as_str()).map(str::to_string))
                 .collect();
             acknowledged.iter().all(|c| set.contains(c)).then_some(set)
         })?;

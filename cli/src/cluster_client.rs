@@ -12,6 +12,9 @@ use serde_json::Value;
 use tessera_cluster::config::ClusterConfig;
 use tessera_node::Repo;
 
+/// An empty query string.
+pub(crate) const NO_QUERY: &[(&str, &str)] = &[];
+
 /// A connection to one daemon's REST API.
 pub(crate) struct ClusterClient {
     http: reqwest::Client,
@@ -102,7 +105,7 @@ impl ClusterClient {
     pub(crate) async fn ndjson(
         &self,
         path: &str,
-        query: &(impl serde::Serialize + ?Sized),
+        query: &[(&str, &str)],
     ) -> Result<impl Stream<Item = Result<Value>> + use<>> {
         let resp = self
             .send(self.request(reqwest::Method::GET, path, query))

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Context;
-use crate::cluster_client::{ClusterClient, cid_str};
+use crate::cluster_client::{ClusterClient, NO_QUERY, cid_str};
 
 /// `peers` subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -96,7 +96,7 @@ pub(crate) async fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             }
         }
         PeersCommand::Rm { peer } => {
-            c.json(Method::DELETE, &format!("/peers/{peer}"), &[]).await?;
+            c.json(Method::DELETE, &format!("/peers/{peer}"), NO_QUERY).await?;
             println!("removed {peer}");
         }
     }
@@ -133,6 +133,7 @@ pub(crate) async fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
             if let Some(f) = args.filter {
                 q.push(("filter", f));
             }
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let mut s = Box::pin(c.ndjson("/pins", &q).await?);
             while let Some(g) = s.next().await {
                 print_status(&g?);
@@ -169,7 +170,7 @@ pub(crate) async fn health(ctx: &Context, cmd: HealthCommand) -> Result<()> {
     let c = client(ctx)?;
     match cmd {
         HealthCommand::Graph => {
-            let g = c.json(Method::GET, "/health/graph", &[]).await?;
+            let g = c.json(Method::GET, "/health/graph", NO_QUERY).await?;
             println!("cluster peer {}:", g["cluster_id"].as_str().unwrap_or_default());
             for (peer, links) in g["cluster_links"].as_object().into_iter().flatten() {
                 let links: Vec<&str> = links
@@ -185,14 +186,14 @@ pub(crate) async fn health(ctx: &Context, cmd: HealthCommand) -> Result<()> {
             }
         }
         HealthCommand::Metrics { name: None } => {
-            let names = c.json(Method::GET, "/monitor/metrics", &[]).await?;
+            let names = c.json(Method::GET, "/monitor/metrics", NO_QUERY).await?;
             for n in names.as_array().into_iter().flatten() {
                 println!("{}", n.as_str().unwrap_or_default());
             }
         }
         HealthCommand::Metrics { name: Some(name) } => {
             let ms = c
-                .json(Method::GET, &format!("/monitor/metrics/{name}"), &[])
+                .json(Method::GET, &format!("/monitor/metrics/{name}"), NO_QUERY)
                 .await?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

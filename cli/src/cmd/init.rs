@@ -40,7 +40,7 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> Result<()> {
 pub(crate) fn init_repo(root: &Path, args: &InitArgs) -> Result<Repo> {
     // Check the cluster options before anything is written.
     let section = ClusterConfig::generate(args.secret.as_deref(), &args.join)?;
-    let repo = Repo::init(root)?;
+    Repo::init(root)?;
     let path = root.join("config");
     let doc: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,

@@ -1,0 +1,254 @@
+//! The cluster peer: what `tessera daemon` runs beside the IPFS node, on the same swarm.
+//!
+//! [`ClusterExtension`] plugs into the node's daemon. It opens the Raft consensus (its redb file is
+//! `<repo>/cluster/raft.redb`, apart from the blockstore's so that neither store's transactions
+//! wait for the other's fsyncs), serves the cluster protocols to members only, joins or founds the
+//! cluster, broadcasts and collects metrics, runs the pin tracker and, on the leader, expiry and
+//! re-allocation; then it serves the IPFS Cluster REST API until the daemon stops.
+
+mod api_impl;
+mod duties;
+mod handler;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tessera_node::Node;
+use tessera_node::daemon::{Extension, Running};
+use tessera_node::swarm::SwarmHandle;
+
+use crate::config::{ClusterConfig, Settings};
+use crate::consensus::{Consensus, ConsensusConfig};
+use crate::monitor::Monitor;
+use crate::rpc;
+use crate::tracker::Tracker;
+
+/// The file in the repo where a running daemon records its REST API address (as `api` holds the
+/// Kubo API's), so that the CLI finds it.
+pub const REST_API_FILE: &str = "cluster-api";
+
+/// A running cluster peer. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    swarm: SwarmHandle,
+    local: PeerId,
+    settings: Settings,
+    consensus: Consensus,
+    rpc: rpc::Client,
+    monitor: Monitor,
+    tracker: Arc<Tracker>,
+    /// Peers that proved the secret through a join, trusted before the membership lists them.
+    trusted: Mutex<HashSet<PeerId>>,
+    /// The gossipsub topic of this cluster's metrics (derived from the secret, so that two
+    /// clusters sharing a swarm never mix).
+    topic: String,
+}
+
+/// Plugs the cluster peer into `tessera daemon`.
+#[derive(Debug, Default)]
+pub struct ClusterExtension;
+
+impl Extension for ClusterExtension {
+    fn start(
+        self: Box<Self>,
+        node: Node,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<Running, String>> {
+        async move { Cluster::start(node, shutdown).await }.boxed()
+    }
+}
+
+impl Cluster {
+    async fn start(
+        node: Node,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Running, String> {
+        let settings = ClusterConfig::from_json(node.config().cluster.as_ref())
+            .and_then(|c| c.settings())
+            .map_err(|e| e.to_string())?;
+        let swarm = node
+            .swarm()
+            .cloned()
+            .ok_or("the cluster needs the node's swarm")?;
+        let local = node.peer_id();
+        let dir = node.root().join("cluster");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let rpc = rpc::Client::new(swarm.streams());
+        let consensus = Consensus::open(
+            &dir.join("raft.redb"),
+            local,
+            node.listen_addrs(),
+            Arc::new(rpc.clone()),
+            ConsensusConfig {
+                heartbeat: settings.heartbeat,
+                election_timeout_min: settings.election_timeout,
+                election_timeout_max: settings.election_timeout * 2,
+                snapshot_after: settings.raw.snapshot_after,
+                max_voters: settings.raw.max_voters,
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot open the cluster's consensus: {e}"))?;
+        let tracker = Tracker::start(
+            node.clone(),
+            consensus.clone(),
+            settings.peer_name.clone(),
+            settings.raw.pin_concurrency,
+            settings.raw.pin_retries,
+            settings.pin_timeout,
+            shutdown.clone(),
+        );
+        let topic = {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(settings.secret);
+            format!("tessera-cluster/{}/metrics", hex::encode(&h[..8]))
+        };
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                node: node.clone(),
+                swarm,
+                local,
+                settings,
+                consensus,
+                rpc,
+                monitor: Monitor::default(),
+                tracker,
+                trusted: Mutex::new(HashSet::new()),
+                topic,
+            }),
+        };
+        tokio::spawn(rpc::serve(
+            cluster.inner.swarm.streams(),
+            Arc::new(cluster.clone()),
+        ));
+        tokio::spawn(handler::serve_joins(cluster.clone()));
+        if !cluster.inner.consensus.is_initialized().await {
+            if cluster.inner.settings.join.is_empty() {
+                cluster
+                    .inner
+                    .consensus
+                    .initialize()
+                    .await
+                    .map_err(|e| format!("cannot found a new cluster: {e}"))?;
+                tracing::info!("founded a new cluster of one peer");
+            } else {
+                tokio::spawn(duties::join_loop(cluster.clone(), shutdown.clone()));
+            }
+        }
+        duties::spawn(cluster.clone(), shutdown.clone());
+        node.set_pinner(Arc::new(cluster.clone()));
+        node.set_metrics_source(Arc::new(cluster.clone()));
+
+        let listener = tokio::net::TcpListener::bind(cluster.inner.settings.rest_api)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {} (Cluster.RestAPI): {e}; is another daemon using that port? Change it with `tessera config Cluster.RestAPI /ip4/127.0.0.1/tcp/PORT`",
+                    cluster.inner.settings.rest_api
+                )
+            })?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let file = RestApiFile::write(node.root().to_path_buf(), addr)?;
+        tracing::info!(rest_api = %addr, peer = %local, "cluster peer ready");
+        let auth = cluster
+            .inner
+            .settings
+            .raw
+            .basic_auth_credentials
+            .iter()
+            .next()
+            .map(|(user, password)| crate::rest_api::BasicAuth {
+                user: user.clone(),
+                password: password.clone(),
+            });
+        let router = crate::rest_api::router(Arc::new(cluster.clone()), auth);
+        let consensus = cluster.inner.consensus.clone();
+        let mut stop = shutdown;
+        Ok(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await;
+            consensus.shutdown().await;
+            drop(file);
+            served.map_err(|e| format!("REST API: {e}"))
+        }
+        .boxed())
+    }
+
+    /// Every member, this peer included (it may not be one yet while joining).
+    fn member_ids(&self) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self
+            .inner
+            .consensus
+            .members()
+            .into_iter()
+            .map(|m| m.peer)
+            .collect();
+        if !v.contains(&self.inner.local) {
+            v.push(self.inner.local);
+        }
+        v
+    }
+
+    fn trust(&self, peer: PeerId) {
+        self.inner
+            .trusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer);
+    }
+
+    fn is_trusted(&self, peer: &PeerId) -> bool {
+        self.inner.consensus.is_member(peer)
+            || self
+                .inner
+                .trusted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(peer)
+    }
+
+    /// Tells the swarm where a peer listens, so streams can be opened to it by id.
+    async fn learn_addrs(&self, peer: PeerId, addrs: &[Multiaddr]) {
+        for a in addrs {
+            let bare: Multiaddr = a
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
+            let _ = self.inner.swarm.add_address(peer, bare).await;
+        }
+    }
+}
+
+/// The repo's `cluster-api` file, removed when the daemon stops.
+struct RestApiFile {
+    path: PathBuf,
+}
+
+impl RestApiFile {
+    fn write(root: PathBuf, addr: std::net::SocketAddr) -> Result<Self, String> {
+        let path = root.join(REST_API_FILE);
+        std::fs::write(&path, tessera_node::socket_to_multiaddr(addr).to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(RestApiFile { path })
+    }
+}
+
+impl Drop for RestApiFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
