@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod consensus;
 pub mod config;
 pub mod duration;
 pub mod metric;
@@ -11,6 +12,7 @@ pub mod pin;
 pub mod status;
 
 pub use api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};
+pub use consensus::{Consensus, ConsensusConfig, ConsensusError, RaftTransport};
 pub use metric::Metric;
 pub use pin::{EcLayout, Pin, PinMode, PinsetOp};
 pub use status::{GlobalPinInfo, PeerPinInfo, PinStatus};
