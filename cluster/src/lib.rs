@@ -9,6 +9,7 @@ pub mod config;
 pub mod duration;
 pub mod metric;
 pub mod pin;
+pub mod rest_api;
 pub mod status;
 
 pub use api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};
