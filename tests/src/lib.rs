@@ -230,8 +230,7 @@ impl Node {
         Ok(format!("http://{}", self.read_addr("cluster-api")?))
     }
 
-    /// GETs a REST API path and parses the JSON answer (NDJSON answers as an array).
-    pub fn rest_get(&self, path: &str) -> Result<serde_json::Value> {
+    fn rest_text(&self, path: &str) -> Result<String> {
         let resp = reqwest::blocking::Client::new()
             .get(format!("{}{path}", self.cluster_url()?))
             .send()?;
@@ -240,16 +239,22 @@ impl Node {
         if !status.is_success() {
             bail!("GET {path}: {status}: {text}");
         }
-        if let Ok(v) = serde_json::from_str(&text) {
-            return Ok(v);
-        }
-        let lines = text
-            .lines()
+        Ok(text)
+    }
+
+    /// GETs a REST API path answered with one JSON document.
+    pub fn rest_get(&self, path: &str) -> Result<serde_json::Value> {
+        let text = self.rest_text(path)?;
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: not JSON: {text}"))
+    }
+
+    /// GETs a REST API path answered with NDJSON (`/peers`, `/pins`, `/allocations`).
+    pub fn rest_lines(&self, path: &str) -> Result<Vec<serde_json::Value>> {
+        let text = self.rest_text(path)?;
+        text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(serde_json::from_str)
-            .collect::<Result<Vec<serde_json::Value>, _>>()
-            .with_context(|| format!("GET {path}: not JSON: {text}"))?;
-        Ok(serde_json::Value::Array(lines))
+            .map(|l| serde_json::from_str(l).with_context(|| format!("GET {path}: not JSON: {l}")))
+            .collect()
     }
 
     /// A value from the daemon's Prometheus endpoint (`name` with its labels, as printed).
