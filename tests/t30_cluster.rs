@@ -346,3 +346,25 @@ fn a_strangers_stream_on_a_cluster_protocol_is_closed_unanswered() -> Result<()>
     })?;
     Ok(())
 }
+
+#[test]
+fn the_ipfs_cluster_js_client_works_unchanged() -> Result<()> {
+    tessera_tests::use_built_binary!();
+    tessera_tests::setup_peers()?;
+    let peers = start_cluster(2)?;
+    let out = std::process::Command::new("node")
+        .arg(tessera_tests::workspace_root().join("tests/js/cluster-client-check.mjs"))
+        .arg(peers[1].cluster_url()?)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "@nftstorage/ipfs-cluster checks failed:\n{stdout}\n{stderr}\ndaemon logs:\n{}\n{}",
+        peers[0].log(),
+        peers[1].log()
+    );
+    let summary: Value = serde_json::from_str(stdout.trim())?;
+    println!("{summary}");
+    Ok(())
+}

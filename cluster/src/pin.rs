@@ -102,6 +102,9 @@ impl Pin {
 }
 
 /// A change to the pinset, as the Raft log carries it.
+// Ops live only while a log entry is built or applied; boxing the pin would cost an allocation per
+// op for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinsetOp {
     /// Add or replace a pin.
