@@ -150,16 +150,19 @@ pub async fn run(
         .map_err(|e| DaemonError::Blockstore(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let swarm_config = swarm_config(&config)?;
+    let producer = crate::dag::ProducerSlot::default();
     let (swarm, swarm_addrs, protocols) = crate::swarm::start(
         keypair.clone(),
         store.clone(),
+        producer.clone(),
         swarm_config,
         stop_rx.clone(),
     )
     .await
     .map_err(|e| DaemonError::Swarm(e.to_string()))?;
     let fetcher = swarm.fetcher(FETCH_TIMEOUT);
-    let dag = DagService::with_fetcher(store.clone(), std::sync::Arc::new(fetcher));
+    let dag = DagService::with_fetcher(store.clone(), std::sync::Arc::new(fetcher))
+        .with_producer_slot(producer);
     let node = Node::new(repo.root(), config.clone(), store, dag, keypair.public());
     node.set_swarm(swarm);
     node.set_listen_addrs(swarm_addrs);

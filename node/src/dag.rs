@@ -25,11 +25,33 @@ pub trait Fetcher: Send + Sync + 'static {
     fn stored(&self, cids: Vec<Cid>) -> BoxFuture<'static, ()>;
 }
 
-/// Local store first, then the network.
+/// Makes blocks that no peer may hold any more, such as erasure-coded cells rebuilt from the
+/// other cells of their stripe. The cluster installs one; the node only asks it.
+///
+/// # To ensure correctness
+///
+/// - `can_produce` must be cheap and must not touch the network: it runs for every block a
+///   Bitswap peer asks about.
+/// - `produce` returns only bytes that hash to `cid`.
+/// - `produce` must not ask Bitswap (which could ask this producer again on another peer); it
+///   reaches other peers by its own protocols.
+pub trait Producer: Send + Sync + 'static {
+    /// Whether `cid` is one this producer knows how to make.
+    fn can_produce(&self, cid: &Cid) -> bool;
+    /// Makes the block's bytes.
+    fn produce(&self, cid: Cid) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Where the producer is installed once the layer above has started; shared by the DAG service
+/// and the Bitswap server.
+pub(crate) type ProducerSlot = Arc<std::sync::OnceLock<Arc<dyn Producer>>>;
+
+/// Local store first, then the producer (for blocks it knows), then the network.
 #[derive(Clone)]
 pub struct DagService {
     store: Blockstore,
     fetcher: Option<Arc<dyn Fetcher>>,
+    producer: ProducerSlot,
     /// Store what the network brings, one block at a time. Off for callers that store fetched
     /// blocks themselves in large batches (`pin add`): one fsync per batch instead of per block.
     store_fetched: bool,
@@ -50,6 +72,7 @@ impl DagService {
         Self {
             store,
             fetcher: None,
+            producer: ProducerSlot::default(),
             store_fetched: true,
         }
     }
@@ -59,6 +82,7 @@ impl DagService {
         Self {
             store,
             fetcher: Some(fetcher),
+            producer: ProducerSlot::default(),
             store_fetched: true,
         }
     }
@@ -78,6 +102,22 @@ impl DagService {
             store_fetched: false,
             ..self.clone()
         }
+    }
+
+    /// Shares `slot` as this service's producer slot (the daemon gives the Bitswap server the same).
+    pub(crate) fn with_producer_slot(mut self, slot: ProducerSlot) -> Self {
+        self.producer = slot;
+        self
+    }
+
+    /// Installs the producer (once; later calls are ignored).
+    pub fn set_producer(&self, producer: Arc<dyn Producer>) {
+        let _ = self.producer.set(producer);
+    }
+
+    /// The installed producer, if any.
+    pub fn producer(&self) -> Option<&Arc<dyn Producer>> {
+        self.producer.get()
     }
 
     /// The local store.
@@ -116,10 +156,21 @@ impl BlockSource for DagService {
         if let Some(bytes) = self.get_local(cid).await? {
             return Ok(bytes);
         }
-        let Some(fetcher) = &self.fetcher else {
-            return Err(BlockSourceError::NotFound { cid: *cid });
+        let block = match self.producer.get().filter(|p| p.can_produce(cid)) {
+            Some(p) => {
+                let data = p
+                    .produce(*cid)
+                    .await
+                    .map_err(|reason| BlockSourceError::Failed { cid: *cid, reason })?;
+                Block::new_unchecked(*cid, data)
+            }
+            None => {
+                let Some(fetcher) = &self.fetcher else {
+                    return Err(BlockSourceError::NotFound { cid: *cid });
+                };
+                fetcher.fetch(*cid).await?
+            }
         };
-        let block = fetcher.fetch(*cid).await?;
         if !self.store_fetched {
             return Ok(block.into_parts().1);
         }
@@ -135,7 +186,9 @@ impl BlockSource for DagService {
                 cid: *cid,
                 reason: e.to_string(),
             })?;
-        fetcher.stored(vec![*cid]).await;
+        if let Some(fetcher) = &self.fetcher {
+            fetcher.stored(vec![*cid]).await;
+        }
         Ok(block.into_parts().1)
     }
 }

@@ -22,7 +22,7 @@ pub mod unixfs;
 pub use addr::{multiaddr_to_socket, socket_to_multiaddr};
 pub use api::add::add_multipart;
 pub use config::{Config, ConfigError};
-pub use dag::{DagService, Fetcher};
+pub use dag::{DagService, Fetcher, Producer};
 pub use node::{ConfigChangeError, Node, set_config_key};
 pub use pinning::{MetricsSource, Pinner};
 pub use repo::{Repo, RepoError, default_repo_path};

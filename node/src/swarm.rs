@@ -226,12 +226,13 @@ pub struct SwarmConfig {
 pub(crate) async fn start(
     keypair: Keypair,
     store: Blockstore,
+    producer: crate::dag::ProducerSlot,
     config: SwarmConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(SwarmHandle, Vec<Multiaddr>, Vec<String>), SwarmError> {
     let local = keypair.public().to_peer_id();
     let (bitswap_behaviour, bitswap_handle) =
-        bitswap::Behaviour::new(bitswap::Config::default(), StoreProvider { store })
+        bitswap::Behaviour::new(bitswap::Config::default(), StoreProvider { store, producer })
             .map_err(|e| SwarmError::Build(e.to_string()))?;
     let mut slot = Some(bitswap_behaviour);
     let stream_behaviour = libp2p_stream::Behaviour::new();

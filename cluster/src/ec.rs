@@ -1,0 +1,3 @@
+//! Erasure-coded pins across the cluster: distributing a DAG's stripes to column holders,
+//! finding and rebuilding cells, repair and scrub. The codec, stripes and manifest format are
+//! `tessera_bitswap_ec::ec` (see docs/erasure-coding.md); this module is about peers.
