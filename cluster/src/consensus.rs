@@ -287,7 +287,9 @@ impl Consensus {
             }
             .to_string(),
             last_log_index: metrics.last_log_index.unwrap_or(0),
-            last_applied: metrics.last_applied.map_or(0, |l| l.index),
+            // The state machine's own count, which moves before openraft's metrics do: a reader
+            // that saw `last_applied >= i` then finds entry `i` with `get`.
+            last_applied: *self.inner.announce.applied.borrow(),
             voters: peers(membership.voter_ids().collect()),
             learners: peers(membership.learner_ids().collect()),
         }

@@ -321,6 +321,39 @@ async fn remove_member_shrinks_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_can_remove_itself_and_members_join_through_a_follower() {
+    let harness = Harness::new(test_config());
+    let nodes = harness.form(3).await;
+    let old = nodes[0].inner.local;
+    nodes[0].remove_member(old).await.unwrap();
+    eventually("the others elect a leader among themselves", || {
+        nodes[1..]
+            .iter()
+            .all(|n| !n.is_member(&old) && n.leader().is_some_and(|l| l != old))
+    })
+    .await;
+    harness.stop(nodes[0].clone()).await;
+    nodes[2].submit(PinsetOp::Pin(pin(1))).await.unwrap();
+
+    // Added by asking whichever node is not the leader: forwarded.
+    let follower = nodes[1..]
+        .iter()
+        .find(|n| n.status().role == "follower")
+        .unwrap();
+    let joiner = harness.start(PeerId::random()).await;
+    let peer = joiner.inner.local;
+    follower
+        .add_member(peer, vec![Harness::addr(&peer)], true)
+        .await
+        .unwrap();
+    assert!(follower.members().iter().any(|m| m.peer == peer && m.voter));
+    eventually("the joiner has the pinset", || {
+        joiner.get(&cid(1)).unwrap() == Some(pin(1))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_beyond_max_voters_stay_learners() {
     let config = ConsensusConfig {
         max_voters: 1,
