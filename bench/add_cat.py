@@ -82,19 +82,22 @@ def dd_rate(src, out_dir, size):
 
 
 class Tessera:
-    def __init__(self, work):
+    def __init__(self, work, init_args=(), config=()):
         work.mkdir(parents=True, exist_ok=True)
         self.repo = work / "tessera-repo"
         shutil.rmtree(self.repo, ignore_errors=True)
-        self.env = dict(os.environ, TESSERA_PATH=str(self.repo))
-        self.run("init")
+        self.env = dict(os.environ, TESSERA_PATH=str(self.repo), TESSERA_LOG="info,openraft=warn")
+        self.run("init", *init_args)
+        self.run("config", "Cluster.RestAPI", "/ip4/127.0.0.1/tcp/0")
+        for key, value in config:
+            self.run("config", key, value)
         self.run("config", "Addresses.API", "/ip4/127.0.0.1/tcp/0")
         self.run("config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/0")
         self.run("config", "--json", "Addresses.Swarm", '["/ip4/127.0.0.1/tcp/0"]')
         self.log = open(work / "tessera-daemon.log", "wb")
         self.proc = subprocess.Popen([str(BIN), "daemon"], env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 60
-        while not (self.repo / "api").exists():
+        while not (self.repo / "api").exists() or not (self.repo / "cluster-api").exists():
             if time.time() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("tessera daemon did not start")
             time.sleep(0.05)
@@ -104,6 +107,10 @@ class Tessera:
         if r.returncode != 0:
             raise RuntimeError(f"tessera {' '.join(args)}: {r.stderr.decode()}")
         return r.stdout.decode() if stdout == subprocess.PIPE else ""
+
+    def url(self, name):
+        ma = (self.repo / name).read_text().split("/")
+        return f"http://{ma[2]}:{ma[4]}"
 
     def peak_rss(self):
         for line in open(f"/proc/{self.proc.pid}/status"):
