@@ -22,8 +22,16 @@ fn fast_timings(n: &Node) -> Result<()> {
 
 /// Starts a cluster of `n` peers: the first founds it, the others join through it.
 fn start_cluster(n: usize) -> Result<Vec<Node>> {
+    start_cluster_with(n, &[])
+}
+
+/// The same, with extra config (JSON values) on the founder (which leads while the others join).
+fn start_cluster_with(n: usize, founder_config: &[(&str, &str)]) -> Result<Vec<Node>> {
     let mut first = Node::init()?;
     fast_timings(&first)?;
+    for (k, v) in founder_config {
+        first.ok(&["config", "--json", k, v])?;
+    }
     first.start_daemon()?;
     let secret = first.ok(&["config", "Cluster.Secret"])?.trim().to_string();
     let addr = first.swarm_addr()?;
@@ -115,6 +123,14 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
     assert_eq!(out.matches(": PINNED").count(), 3, "{out}");
     let listed = peers[2].ok(&["pin", "ls", "--cluster", "-q"])?;
     assert!(listed.contains(&cid));
+    // Every peer's metrics reach every other.
+    wait_for("freespace of 3 peers", Duration::from_secs(30), || {
+        let out = peers[1].ok(&["health", "metrics", "freespace"]).ok()?;
+        (out.lines().filter(|l| l.contains("freespace:") && !l.contains("EXPIRED")).count() == 3)
+            .then_some(())
+    })?;
+    let graph = peers[0].ok(&["health", "graph"])?;
+    assert_eq!(graph.matches(" -> ").count(), 3, "{graph}");
 
     // Kill the leader: another one is elected and pins keep working.
     let old = wait_for("a leader", Duration::from_secs(30), || leader(&peers))?;
@@ -135,7 +151,13 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
 #[test]
 fn a_stopped_peer_catches_up_and_unpins() -> Result<()> {
     tessera_tests::use_built_binary!();
-    let mut peers = start_cluster(3)?;
+    // Two voters; the third peer joins as a learner (IPFS Cluster's follower).
+    let mut peers = start_cluster_with(3, &[("Cluster.MaxVoters", "2")])?;
+    wait_for("one learner", Duration::from_secs(30), || {
+        (peers[0].prometheus("tessera_cluster_learners") == Some(1.0)
+            && peers[0].prometheus("tessera_cluster_voters") == Some(2.0))
+        .then_some(())
+    })?;
     let a = add_bytes(&peers[0], b"first while c is down")?;
     let b = add_bytes(&peers[0], b"second while c is down")?;
     let gone = add_bytes(&peers[0], b"pinned then removed while c is down")?;
@@ -157,6 +179,19 @@ fn a_stopped_peer_catches_up_and_unpins() -> Result<()> {
     // The state export lists both pins; import on a fresh cluster re-creates them.
     let exported = peers[2].ok(&["state", "export"])?;
     assert_eq!(exported.lines().count(), 2, "{exported}");
+    let fresh = Node::start()?;
+    let file = fresh.dir.path().join("pins.jsonl");
+    std::fs::write(&file, &exported)?;
+    fresh.ok(&["state", "import", file.to_str().unwrap()])?;
+    let imported = fresh.ok(&["pin", "ls", "--cluster", "-q"])?;
+    assert!(imported.contains(&a) && imported.contains(&b), "{imported}");
+    // A pin with an expiry goes away by itself.
+    let brief = add_bytes(&peers[0], b"expires soon")?;
+    peers[0].ok(&["pin", "add", &brief, "--expire-in", "1s", "--name", "brief"])?;
+    wait_for("the expired pin to go", Duration::from_secs(30), || {
+        let pins = peers[1].ok(&["pin", "ls", "--cluster", "-q"]).ok()?;
+        (!pins.contains(&brief)).then_some(())
+    })?;
     Ok(())
 }
 
@@ -278,8 +313,20 @@ fn five_peers_replicate_and_reallocate() -> Result<()> {
         let s = statuses(&peers[observer], &cid).ok()?;
         (s.iter().filter(|(p, st)| st == "pinned" && *p != dead).count() >= 3).then_some(())
     })?;
+    // The dead peer can be removed from the cluster.
+    peers[observer].ok(&["peers", "rm", &dead])?;
+    wait_members(&peers, 4)?;
+    // Killing the leader leaves a quorum of the remaining voters.
+    let old = wait_for("a leader", Duration::from_secs(30), || leader(&peers))?;
+    peers[old].kill()?;
+    let new = wait_for("a new leader", Duration::from_secs(30), || {
+        leader(&peers).filter(|l| *l != old)
+    })?;
+    let cid3 = add_bytes(&peers[new], b"after two peers died")?;
+    rest_post(&peers[new], &format!("/pins/{cid3}?replication-min=1&replication-max=2"))?;
+    wait_pinned_on(&peers[new], &cid3, 2)?;
     // A pin that cannot get its minimum is refused clearly.
-    let err = rest_post(&peers[0], &format!("/pins/{cid}?replication-min=5&replication-max=5")).unwrap_err();
+    let err = rest_post(&peers[new], &format!("/pins/{cid}?replication-min=5&replication-max=5")).unwrap_err();
     assert!(err.to_string().contains("not enough peers"), "{err}");
     Ok(())
 }

@@ -4,49 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use std::process::Command;
-
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
-use tessera_tests::{JsonPeer, Node, pseudo_random, setup_peers, workspace_root};
-
-/// The Kubo driver process (tests/kubo/kubo_peer.py), with its working folder (Kubo writes kubo.log).
-struct Kubo {
-    peer: JsonPeer,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubo {
-    fn start() -> Result<Kubo> {
-        setup_peers()?;
-        let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(workspace_root().join("tests/.venv/bin/python"));
-        cmd.arg(workspace_root().join("tests/kubo/kubo_peer.py"))
-            .current_dir(dir.path());
-        let mut k = Kubo {
-            peer: JsonPeer::spawn("Kubo", cmd)?,
-            _dir: dir,
-        };
-        let repo = k._dir.path().join("repo");
-        k.ask(json!({"op": "start", "repo": repo}))?;
-        Ok(k)
-    }
-
-    fn ask(&mut self, req: Value) -> Result<Value> {
-        self.peer.ask(req)
-    }
-
-    fn addr(&mut self) -> Result<String> {
-        let id = self.ask(json!({"op": "id"}))?;
-        let pid = id["id"].as_str().context("id")?.to_string();
-        let a = id["addrs"]
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|a| a.as_str())
-            .context("no Kubo address")?;
-        Ok(format!("{a}/p2p/{pid}"))
-    }
-}
+use serde_json::json;
+use tessera_tests::{Kubo, Node, pseudo_random};
 
 #[test]
 fn tessera_fetches_from_kubo() -> Result<()> {

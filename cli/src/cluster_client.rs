@@ -122,3 +122,34 @@ pub(crate) fn cid_str(v: &Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Parses `K+M` (empty: the config's `Cluster.DataShards` and `Cluster.ParityShards`).
+pub(crate) fn parse_ec(repo: &Path, s: &str) -> Result<(u8, u8)> {
+    if s.is_empty() {
+        let config = std::fs::read(repo.join("config"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        let c = ClusterConfig::from_json(config.as_ref().and_then(|c| c.get("Cluster")))?;
+        return Ok((c.data_shards, c.parity_shards));
+    }
+    let bad = || anyhow!("--ec {s}: expected K+M, data and parity shards, such as 6+3");
+    let (k, m) = s.split_once('+').ok_or_else(bad)?;
+    let k: u8 = k.trim().parse().map_err(|_| bad())?;
+    let m: u8 = m.trim().parse().map_err(|_| bad())?;
+    if k == 0 || m == 0 || usize::from(k) + usize::from(m) > 256 {
+        bail!("--ec {s}: K and M must be at least 1, and K+M at most 256");
+    }
+    Ok((k, m))
+}
+
+/// Turns `cid` into an erasure-coded cluster pin (the daemon encodes it, pushes every block to its
+/// holder and commits the pin once all acknowledged).
+pub(crate) async fn pin_ec(ctx: &crate::cmd::Context, cid: &str, k: u8, m: u8) -> Result<Value> {
+    let c = ClusterClient::connect(&ctx.repo, ctx.cluster_api.as_deref())?;
+    c.json(
+        reqwest::Method::POST,
+        &format!("/pins/{cid}"),
+        &[("data-shards", k.to_string()), ("parity-shards", m.to_string())],
+    )
+    .await
+}

@@ -78,6 +78,8 @@ enum Command {
     Status(cmd::cluster::StatusArgs),
     /// Retry pins in error.
     Recover(cmd::cluster::RecoverArgs),
+    /// Restore an erasure-coded pin's full redundancy now (it also happens by itself).
+    Repair(cmd::cluster::RepairArgs),
     /// Cluster connectivity and metrics.
     #[command(subcommand)]
     Health(cmd::cluster::HealthCommand),
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
             Command::Peers(c) => cmd::cluster::peers(&ctx, c).await,
             Command::Status(a) => cmd::cluster::status(&ctx, a).await,
             Command::Recover(a) => cmd::cluster::recover(&ctx, a).await,
+            Command::Repair(a) => cmd::cluster::repair(&ctx, a).await,
             Command::Health(c) => cmd::cluster::health(&ctx, c).await,
             Command::State(c) => cmd::cluster::state(&ctx, c).await,
         }

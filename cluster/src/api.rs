@@ -129,6 +129,13 @@ pub trait ClusterApi: Send + Sync + 'static {
     ) -> BoxStream<'static, Result<GlobalPinInfo, ClusterError>>;
     /// Retries a pin in error on every peer (this one with `local`) and returns the new statuses.
     async fn recover(&self, cid: Cid, local: bool) -> Result<GlobalPinInfo, ClusterError>;
+    /// Repairs an erasure-coded pin now: columns of peers that are down move to live peers at once
+    /// (not after `Cluster.ReallocateAfter`) and every holder rebuilds what it lacks.
+    async fn repair(&self, cid: Cid) -> Result<GlobalPinInfo, ClusterError> {
+        Err(ClusterError::bad_request(format!(
+            "{cid}: this peer cannot repair erasure-coded pins"
+        )))
+    }
     /// Retries every pin in error.
     fn recover_all(&self, local: bool) -> BoxStream<'static, Result<GlobalPinInfo, ClusterError>>;
     /// Connectivity between members.

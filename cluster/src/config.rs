@@ -77,6 +77,12 @@ pub struct ClusterConfig {
     pub data_shards: u8,
     /// Default parity shards of erasure-coded pins.
     pub parity_shards: u8,
+    /// Most bytes one column of an erasure-coded group holds (groups are cut at this size).
+    pub shard_size: u64,
+    /// Columns rebuilt at once by a repair, so that repairs never starve reads.
+    pub concurrent_repairs: usize,
+    /// Bytes per second the background scrub re-hashes (0: no scrub).
+    pub scrub_bytes_per_second: u64,
 }
 
 impl Default for ClusterConfig {
@@ -103,6 +109,9 @@ impl Default for ClusterConfig {
             snapshot_after: 5000,
             data_shards: 6,
             parity_shards: 3,
+            shard_size: 100 << 20,
+            concurrent_repairs: 1,
+            scrub_bytes_per_second: 16 << 20,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod api_impl;
 mod duties;
+mod ec_ops;
 mod handler;
 
 use std::collections::HashSet;
@@ -24,6 +25,10 @@ use tessera_node::swarm::SwarmHandle;
 
 use crate::config::{ClusterConfig, Settings};
 use crate::consensus::{Consensus, ConsensusConfig};
+use crate::ec::blocks::BlockClient;
+use crate::ec::holder::EcHolder;
+use crate::ec::index::EcIndex;
+use crate::ec::rebuild::Rebuilder;
 use crate::monitor::Monitor;
 use crate::rpc;
 use crate::tracker::Tracker;
@@ -45,8 +50,15 @@ struct Inner {
     settings: Settings,
     consensus: Consensus,
     rpc: rpc::Client,
-    monitor: Monitor,
+    monitor: Arc<Monitor>,
     tracker: Arc<Tracker>,
+    /// The block protocol: pushes of erasure-coded cells, fetches of cells for reconstruction.
+    blocks: BlockClient,
+    /// Shares of erasure-coded pins, and where each cell of them sits.
+    ec: Arc<EcHolder>,
+    /// Rotten blocks the scrub found, and those rebuilt, since start.
+    scrub_found: std::sync::atomic::AtomicU64,
+    scrub_healed: std::sync::atomic::AtomicU64,
     /// Peers that proved the secret through a join, trusted before the membership lists them.
     trusted: Mutex<HashSet<PeerId>>,
     /// The gossipsub topic of this cluster's metrics (derived from the secret, so that two
@@ -100,9 +112,30 @@ impl Cluster {
         )
         .await
         .map_err(|e| format!("cannot open the cluster's consensus: {e}"))?;
+        let monitor = Arc::new(Monitor::default());
+        let blocks = BlockClient::new(swarm.streams());
+        let index = Arc::new(EcIndex::default());
+        let alive_monitor = monitor.clone();
+        let rebuilder = Rebuilder::new(
+            node.clone(),
+            blocks.clone(),
+            index.clone(),
+            local,
+            Arc::new(move |p: &PeerId| *p == local || alive_monitor.alive(p)),
+        );
+        let ec = Arc::new(EcHolder::new(
+            node.clone(),
+            local,
+            index,
+            rebuilder.clone(),
+            blocks.clone(),
+            settings.raw.concurrent_repairs,
+        ));
+        node.dag().set_producer(Arc::new(rebuilder));
         let tracker = Tracker::start(
             node.clone(),
             consensus.clone(),
+            ec.clone(),
             settings.peer_name.clone(),
             settings.raw.pin_concurrency,
             settings.raw.pin_retries,
@@ -122,8 +155,12 @@ impl Cluster {
                 settings,
                 consensus,
                 rpc,
-                monitor: Monitor::default(),
+                monitor,
                 tracker,
+                blocks,
+                ec,
+                scrub_found: Default::default(),
+                scrub_healed: Default::default(),
                 trusted: Mutex::new(HashSet::new()),
                 topic,
             }),
@@ -133,6 +170,21 @@ impl Cluster {
             Arc::new(cluster.clone()),
         ));
         tokio::spawn(handler::serve_joins(cluster.clone()));
+        {
+            let gate = cluster.clone();
+            let bitswap = cluster.inner.swarm.bitswap().clone();
+            tokio::spawn(crate::ec::blocks::serve(
+                cluster.inner.swarm.streams(),
+                node.store().clone(),
+                Arc::new(move |p: &PeerId| gate.is_trusted(p)),
+                Arc::new(move |cids: Vec<cid::Cid>| {
+                    let bitswap = bitswap.clone();
+                    tokio::spawn(async move {
+                        let _ = bitswap.notify_new_blocks(cids).await;
+                    });
+                }),
+            ));
+        }
         if !cluster.inner.consensus.is_initialized().await {
             if cluster.inner.settings.join.is_empty() {
                 cluster
@@ -147,6 +199,7 @@ impl Cluster {
             }
         }
         duties::spawn(cluster.clone(), shutdown.clone());
+        cluster.start_scrub(shutdown.clone());
         node.set_pinner(Arc::new(cluster.clone()));
         node.set_metrics_source(Arc::new(cluster.clone()));
 
@@ -186,6 +239,44 @@ impl Cluster {
             served.map_err(|e| format!("REST API: {e}"))
         }
         .boxed())
+    }
+
+    /// Re-hashes stored blocks in the background; rotten cells of erasure-coded pins are rebuilt
+    /// from their stripes and stored again. Blocks moved aside before this start are healed first.
+    fn start_scrub(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering;
+        let heal = |cluster: Cluster, cids: Vec<cid::Cid>| async move {
+            let found = cids.len() as u64;
+            cluster.inner.scrub_found.fetch_add(found, Ordering::Relaxed);
+            let (healed, failed) = crate::ec::scrub::heal(
+                &cluster.inner.ec.rebuilder,
+                cluster.inner.node.store(),
+                cids,
+            )
+            .await;
+            cluster.inner.scrub_healed.fetch_add(healed, Ordering::Relaxed);
+            tracing::info!(found, healed, failed, "scrub: rebuilt rotten blocks");
+        };
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            // The leftovers of an earlier run: blocks moved aside but not rebuilt.
+            let store = cluster.inner.node.store().clone();
+            if let Ok(Ok(old)) = tokio::task::spawn_blocking(move || store.corrupt_blocks()).await
+                && !old.is_empty()
+            {
+                heal(cluster.clone(), old.into_iter().map(|c| c.cid).collect()).await;
+            }
+            let c2 = cluster.clone();
+            crate::ec::scrub::scrub_loop(
+                cluster.inner.node.store().clone(),
+                cluster.inner.settings.raw.scrub_bytes_per_second,
+                move |cids| {
+                    tokio::spawn(heal(c2.clone(), cids));
+                },
+                shutdown,
+            )
+            .await;
+        });
     }
 
     /// Every member, this peer included (it may not be one yet while joining).

@@ -106,6 +106,7 @@ pub fn router(api: Arc<dyn ClusterApi>, auth: Option<BasicAuth>) -> Router {
             get(pins::status).post(pins::pin).delete(pins::unpin),
         )
         .route("/pins/{cid}/recover", post(pins::recover))
+        .route("/pins/{cid}/repair", post(pins::repair))
         .route(
             "/pins/ipfs/{*path}",
             post(pins::pin_ipfs_path).delete(pins::unpin_ipfs_path),

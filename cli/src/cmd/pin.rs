@@ -78,6 +78,10 @@ pub(crate) struct ClusterPinArgs {
     /// KEY=VALUE metadata; repeatable.
     #[arg(long)]
     metadata: Vec<String>,
+    /// Erasure-code it across the cluster, K data + M parity shards (`6+3`; without a value, the
+    /// config's defaults).
+    #[arg(long, value_name = "K+M", num_args = 0..=1, default_missing_value = "")]
+    ec: Option<String>,
 }
 
 impl ClusterPinArgs {
@@ -88,6 +92,7 @@ impl ClusterPinArgs {
             || self.expire_in.is_some()
             || self.allocations.is_some()
             || !self.metadata.is_empty()
+            || self.ec.is_some()
     }
 
     fn query(&self, recursive: bool) -> Result<Vec<(String, String)>> {
@@ -122,7 +127,12 @@ impl ClusterPinArgs {
 
 async fn cluster_pin_add(ctx: &Context, paths: &[String], recursive: bool, args: &ClusterPinArgs) -> Result<()> {
     let c = crate::cluster_client::ClusterClient::connect(&ctx.repo, ctx.cluster_api.as_deref())?;
-    let q = args.query(recursive)?;
+    let mut q = args.query(recursive)?;
+    if let Some(ec) = &args.ec {
+        let (k, m) = crate::cluster_client::parse_ec(&ctx.repo, ec)?;
+        q.push(("data-shards".into(), k.to_string()));
+        q.push(("parity-shards".into(), m.to_string()));
+    }
     for p in paths {
         let cid = p.trim_start_matches("/ipfs/");
         let pin = c

@@ -130,10 +130,8 @@ impl ClusterApi for Cluster {
     }
 
     async fn pin(&self, cid: Cid, options: PinOptions) -> Result<Pin, ClusterError> {
-        if options.erasure.is_some() {
-            return Err(ClusterError::bad_request(
-                "erasure-coded pins (data-shards, parity-shards) are not available yet in this version",
-            ));
+        if let Some((k, m)) = options.erasure {
+            return self.pin_ec(cid, k, m, options).await;
         }
         let mut base = Pin::new(
             cid,
@@ -252,7 +250,9 @@ impl ClusterApi for Cluster {
                 })
                 .collect()
         };
-        Ok(self.global(cid, pin, infos))
+        let mut g = self.global(cid, pin, infos);
+        self.ec_status(&mut g);
+        Ok(g)
     }
 
     fn status_all(
@@ -310,7 +310,9 @@ impl ClusterApi for Cluster {
                 {
                     continue;
                 }
-                out.push(Ok(cluster.global(cid, pin, infos)));
+                let mut g = cluster.global(cid, pin, infos);
+                cluster.ec_status(&mut g);
+                out.push(Ok(g));
             }
             stream::iter(out)
         }
@@ -340,6 +342,10 @@ impl ClusterApi for Cluster {
                 .collect()
         };
         Ok(self.global(cid, pin, infos))
+    }
+
+    async fn repair(&self, cid: Cid) -> Result<GlobalPinInfo, ClusterError> {
+        self.repair_now(cid).await
     }
 
     fn recover_all(&self, local: bool) -> BoxStream<'static, Result<GlobalPinInfo, ClusterError>> {

@@ -334,7 +334,10 @@ async fn leader_chores(cluster: Cluster) {
 }
 
 fn reallocation(cluster: &Cluster, pin: &Pin, gone: &impl Fn(&PeerId) -> bool) -> Option<PinsetOp> {
-    if pin.ec.is_some() || pin.replication_max == -1 || !pin.allocations.iter().any(gone) {
+    if pin.ec.is_some() {
+        return cluster.ec_reallocation(pin, gone);
+    }
+    if pin.replication_max == -1 || !pin.allocations.iter().any(gone) {
         return None;
     }
     let keep: Vec<PeerId> = pin.allocations.iter().filter(|p| !gone(p)).copied().collect();

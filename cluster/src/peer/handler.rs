@@ -210,6 +210,16 @@ impl tessera_node::MetricsSource for Cluster {
             );
             gauge(&mut out, "tessera_cluster_voters", "Voting members.", st.voters.len() as u64);
             gauge(&mut out, "tessera_cluster_learners", "Non-voting members.", st.learners.len() as u64);
+            let found = cluster.inner.scrub_found.load(std::sync::atomic::Ordering::Relaxed);
+            let healed = cluster.inner.scrub_healed.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP tessera_cluster_scrub_corrupt_total Rotten blocks the scrub found.\n# TYPE tessera_cluster_scrub_corrupt_total counter\ntessera_cluster_scrub_corrupt_total {found}"
+            );
+            let _ = writeln!(
+                out,
+                "# HELP tessera_cluster_scrub_healed_total Rotten blocks rebuilt from their stripes.\n# TYPE tessera_cluster_scrub_healed_total counter\ntessera_cluster_scrub_healed_total {healed}"
+            );
             let alive = cluster
                 .member_ids()
                 .iter()

@@ -182,6 +182,18 @@ pub(super) async fn recover(
     Ok(json::ok(&GlobalPinInfoJson::from(&info)))
 }
 
+/// `POST /pins/{cid}/repair` (tessera's): moves the columns of peers that are down now to live
+/// peers, without waiting for `Cluster.ReallocateAfter`, and has every holder rebuild what it
+/// lacks; answers the new statuses.
+pub(super) async fn repair(
+    State(api): State<Api>,
+    Segment(cid): Segment,
+) -> ApiResult<Response> {
+    let cid = query::cid(&cid)?;
+    let info = api.repair(cid).await?;
+    Ok(json::ok(&GlobalPinInfoJson::from(&info)))
+}
+
 /// `POST /pins/recover`: retries every pin in error, streaming the new statuses.
 pub(super) async fn recover_all(State(api): State<Api>, params: Params) -> ApiResult<Response> {
     let local = params.local()?;
