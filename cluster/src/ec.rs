@@ -1,3 +1,7 @@
 //! Erasure-coded pins across the cluster: distributing a DAG's stripes to column holders,
 //! finding and rebuilding cells, repair and scrub. The codec, stripes and manifest format are
 //! `tessera_bitswap_ec::ec` (see docs/erasure-coding.md); this module is about peers.
+
+pub(crate) mod index;
+pub(crate) mod rebuild;
+pub(crate) mod scrub;
