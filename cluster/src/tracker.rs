@@ -390,7 +390,8 @@ impl Tracker {
     pub(crate) async fn status(&self, cid: Cid) -> PeerPinInfo {
         let entry = self.lock_entries().get(&cid).cloned();
         match entry {
-            Some(e) if e.status == PinStatus::Pinned => {
+            // An EC share is pinned block by block, not by its root.
+            Some(e) if e.status == PinStatus::Pinned && !self.ec.index.contains_pin(&cid) => {
                 if let Ok(None) = self.node.pin_mode(cid).await {
                     return self.info(
                         PinStatus::UnexpectedlyUnpinned,
