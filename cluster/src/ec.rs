@@ -5,3 +5,6 @@
 pub(crate) mod index;
 pub(crate) mod rebuild;
 pub(crate) mod scrub;
+pub(crate) mod blocks;
+pub(crate) mod encode;
+pub(crate) mod placement;
