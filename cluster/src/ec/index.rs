@@ -7,15 +7,12 @@
 //! manifest, and compares the CID the manifest names there to the one asked for; it does not keep a
 //! second copy of the CIDs.
 
-// Until the cluster peer wires erasure-coded pins in, only the tests call this module.
-// TODO(ec integration): remove once `peer` uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 // Errors name the pin and block at fault (CIDs are 96-byte values) so that a user sees which
 // stripe failed and why. They are returned once per block or column, and boxing them would only
 // make matching on them clumsier.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -52,6 +49,10 @@ pub(crate) struct Location {
 }
 
 /// One column of a group as status shows it.
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "for `status`, which does not show columns yet")
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ColumnView {
     pub(crate) column: usize,
@@ -64,12 +65,20 @@ pub(crate) struct ColumnView {
 }
 
 impl ColumnView {
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "for `status`, which does not show columns yet")
+    )]
     pub(crate) fn complete(&self) -> bool {
         self.present == self.cells
     }
 }
 
 /// One group as status shows it.
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "for `status`, which does not show columns yet")
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GroupView {
     pub(crate) group: usize,
@@ -230,8 +239,13 @@ impl Inner {
         let Some(entry) = self.pins.remove(&id) else {
             return;
         };
-        for (_, cid) in entry.positions() {
-            let h = self.hasher.hash_one(cid);
+        // Once per distinct hash: a block repeated n times (zero-filled leaves of a disk image)
+        // has n positions in one list, and filtering that list n times would cost n squared.
+        let hashes: HashSet<u64> = entry
+            .positions()
+            .map(|(_, cid)| self.hasher.hash_one(cid))
+            .collect();
+        for h in hashes {
             if let Some(refs) = self.refs.get_mut(&h)
                 && !refs.retain_other(id)
             {
@@ -258,20 +272,26 @@ impl EcIndex {
             return;
         };
         check_layout(&pin.cid, &layout, &manifest);
-        let mut inner = self.write();
-        inner.remove(&pin.cid);
-        let id = inner.next_id;
-        inner.next_id = inner.next_id.wrapping_add(1);
         let entry = Entry {
             root: pin.cid,
             layout,
             manifest,
             manifest_blocks,
         };
+        // Hashing every CID of a large pin takes a while: do it before taking the write lock, so
+        // that Bitswap lookups meanwhile do not wait.
+        let hasher = self.read().hasher.clone();
         let hashed: Vec<(u64, At)> = entry
             .positions()
-            .map(|(at, cid)| (inner.hasher.hash_one(cid), at))
+            .map(|(at, cid)| (hasher.hash_one(cid), at))
             .collect();
+        let mut inner = self.write();
+        inner.remove(&pin.cid);
+        let mut id = inner.next_id;
+        while inner.pins.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        inner.next_id = id.wrapping_add(1);
         for (h, at) in hashed {
             let r = Ref { pin: id, at };
             inner
@@ -378,6 +398,10 @@ impl EcIndex {
 
     /// Per group and column, the holder and how many of its cells `present` finds, for status.
     /// `present` runs outside the index's lock, so it may be slow (a blockstore lookup).
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "for `status`, which does not show columns yet")
+    )]
     pub(crate) fn columns(
         &self,
         root: &Cid,

@@ -8,9 +8,6 @@
 //!
 //! [`Producer`]: tessera_node::Producer
 
-// Until the cluster peer wires erasure-coded pins in, only the tests call this module.
-// TODO(ec integration): remove once `peer` uses it.
-#![cfg_attr(not(test), allow(dead_code))]
 // Errors name the pin and block at fault (CIDs are 96-byte values) so that a user sees which
 // stripe failed and why. They are returned once per block or column, and boxing them would only
 // make matching on them clumsier.
@@ -262,6 +259,7 @@ impl Rebuilder {
 
     /// The repair throttle: stripes gathered and decoded together. Takes effect at the next batch,
     /// so an operator can slow a repair that starves reads without restarting it.
+    #[cfg_attr(not(test), allow(dead_code, reason = "no config key sets it yet"))]
     pub(crate) fn set_stripes_in_flight(&self, stripes: usize) {
         self.inner
             .stripes_in_flight
@@ -292,35 +290,44 @@ impl Rebuilder {
         else {
             return self.fetch_replicated(root, &layout, cid).await;
         };
-        if let Some(h) = holder(&layout, group, column)
-            && h != i.local
-            && (i.alive)(&h)
-        {
-            match i.remote.fetch(h, vec![cid]).await {
-                Ok(got) => {
-                    if let Some(b) = got.into_iter().find(|b| *b.cid() == cid) {
-                        return Ok(b.into_parts().1);
-                    }
-                    tracing::debug!(%cid, peer = %h, "holder lacks its cell; reconstructing");
-                }
-                Err(e) => {
-                    tracing::debug!(%cid, peer = %h, error = %e, "holder unreachable; reconstructing")
-                }
-            }
-        }
         let stripe = manifest
             .stripes
             .get(stripe)
             .cloned()
             .ok_or(RebuildError::UnknownBlock { cid })?;
-        let rec = reconstructor(&root, &manifest)?;
-        let (mut blocks, error) = self
-            .rebuild_stripes(root, &layout, &manifest, group, rec, vec![stripe], column)
-            .await;
-        match (blocks.pop(), error) {
-            (Some(b), _) => Ok(b.into_parts().1),
-            (None, Some(e)) => Err(e),
-            (None, None) => Err(RebuildError::UnknownBlock { cid }),
+        let rebuild = async {
+            let rec = reconstructor(&root, &manifest)?;
+            let (mut blocks, error) = self
+                .rebuild_stripes(root, &layout, &manifest, group, rec, vec![stripe], column)
+                .await;
+            match (blocks.pop(), error) {
+                (Some(b), _) => Ok(b.into_parts().1),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(RebuildError::UnknownBlock { cid }),
+            }
+        };
+        match holder(&layout, group, column) {
+            Some(h) if h != i.local && (i.alive)(&h) => {
+                hedged(self.fetch_cell(h, cid), rebuild, i.hedge).await
+            }
+            _ => rebuild.await,
+        }
+    }
+
+    /// The cell from its holder, or `None` (logged) if the holder fails or lacks it.
+    async fn fetch_cell(&self, holder: PeerId, cid: Cid) -> Option<Bytes> {
+        match self.inner.remote.fetch(holder, vec![cid]).await {
+            Ok(got) => {
+                let found = got.into_iter().find(|b| *b.cid() == cid);
+                if found.is_none() {
+                    tracing::debug!(%cid, peer = %holder, "holder lacks its cell; reconstructing");
+                }
+                found.map(|b| b.into_parts().1)
+            }
+            Err(e) => {
+                tracing::debug!(%cid, peer = %holder, error = %e, "holder unreachable; reconstructing");
+                None
+            }
         }
     }
 
@@ -604,6 +611,34 @@ impl Rebuilder {
             }
         }
         absences
+    }
+}
+
+/// The holder's answer if it comes within `wait`; after that, whichever of the holder and the
+/// reconstruction gives the block first. A holder the monitor still counts as up may hang until
+/// the block protocol's timeout (minutes); a read should not wait for it that long.
+async fn hedged(
+    direct: impl Future<Output = Option<Bytes>>,
+    rebuild: impl Future<Output = Result<Bytes, RebuildError>>,
+    wait: Duration,
+) -> Result<Bytes, RebuildError> {
+    tokio::pin!(direct, rebuild);
+    tokio::select! {
+        got = &mut direct => return match got {
+            Some(b) => Ok(b),
+            None => rebuild.await,
+        },
+        () = tokio::time::sleep(wait) => {}
+    }
+    tokio::select! {
+        got = &mut direct => match got {
+            Some(b) => Ok(b),
+            None => rebuild.await,
+        },
+        made = &mut rebuild => match made {
+            Ok(b) => Ok(b),
+            Err(e) => direct.await.ok_or(e),
+        },
     }
 }
 

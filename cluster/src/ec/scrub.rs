@@ -5,10 +5,6 @@
 //! The cursor lives in memory: after a restart the scrub starts again from the first block, which
 //! costs one extra pass and loses nothing.
 
-// Until the cluster peer wires erasure-coded pins in, only the tests call this module.
-// TODO(ec integration): remove once `peer` uses it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::time::Duration;
 
 use cid::Cid;

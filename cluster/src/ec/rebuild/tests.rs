@@ -381,6 +381,16 @@ async fn unreachable_and_silent_holders_are_worked_around() {
         .unwrap()
         .unwrap();
     assert_eq!(got, f.blocks[&cid]);
+
+    // A holder the monitor counts as up but that never answers: the read does not wait for it.
+    let cid = f.manifest.stripes[3].parity[0];
+    f.remote.set_silent(f.holder(3, 6), true);
+    let r = f.rebuilder(f.outsider(3));
+    let got = tokio::time::timeout(Duration::from_secs(10), r.produce(cid))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, f.blocks[&cid]);
 }
 
 #[tokio::test]
