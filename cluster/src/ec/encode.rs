@@ -87,6 +87,7 @@ pub(crate) async fn encode_and_distribute(
     root: Cid,
     k: usize,
     m: usize,
+    shard_size: u64,
     placement: &Placement,
     local: PeerId,
 ) -> Result<EncodeOutcome, EncodeError> {
@@ -94,7 +95,10 @@ pub(crate) async fn encode_and_distribute(
     let sinks = Sinks::new(blocks.clone(), local, node.store().clone(), &announce);
     distribute(
         node.dag().without_storing(),
-        Layout::new(k, m),
+        Layout {
+            shard_size,
+            ..Layout::new(k, m)
+        },
         root,
         placement,
         sinks,

@@ -64,6 +64,7 @@ impl Cluster {
             cid,
             usize::from(k),
             usize::from(m),
+            self.inner.settings.raw.shard_size,
             &placement,
             self.inner.local,
         )
