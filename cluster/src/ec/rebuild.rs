@@ -13,6 +13,7 @@
 // make matching on them clumsier.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -270,7 +271,9 @@ impl Rebuilder {
         self.inner.stripes_in_flight.load(Ordering::Relaxed).max(1)
     }
 
-    /// Produces one block of an EC pin, checked against its CID.
+    /// Produces one block of an EC pin, checked against its CID. A cell comes from its holder; if
+    /// the holder is down, fails or lacks it, from its stripe, and if the holder is merely slow,
+    /// from whichever answers first. Interior and manifest blocks come from any interior holder.
     pub(crate) async fn produce(&self, cid: Cid) -> Result<Bytes, RebuildError> {
         let i = &self.inner;
         let loc = i
@@ -388,11 +391,15 @@ impl Rebuilder {
         let k = manifest.header.layout.data_shards;
         let count = group_stripes(&manifest, g.first_stripe, g.stripes).len();
         let mut stored = 0u64;
+        // A cell that occurs in many stripes (the zero-filled leaves of a disk image make whole
+        // stripes identical) is rebuilt once.
+        let mut seen: HashSet<Cid> = HashSet::new();
         for start in (0..count).step_by(SCAN) {
             let end = (start + SCAN).min(count);
-            let lacking = self
+            let mut lacking = self
                 .lacking(manifest.clone(), g, start..end, column)
                 .await?;
+            lacking.retain(|s| s.cid(k, column).is_some_and(|c| seen.insert(*c)));
             let mut rest = lacking.as_slice();
             while !rest.is_empty() {
                 let take = self.batch_len(rest, k);

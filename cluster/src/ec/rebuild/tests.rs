@@ -674,3 +674,20 @@ async fn over_the_block_protocol_cells_are_rebuilt_and_manifests_loaded() {
     assert_eq!(manifest, *f.manifest);
     assert_eq!(blocks, f.manifest_blocks);
 }
+
+#[tokio::test]
+async fn identical_stripes_are_rebuilt_once() {
+    // Six empty leaves: three identical stripes of empty cells (one data CID, one parity CID),
+    // all in one group since their columns hold 0 bytes.
+    let f = Fixture::new(2, 1, 40, &[0; 6]);
+    assert_eq!(f.manifest.groups.len(), 1);
+    let spare = reallocate(&f, 0, 2);
+    let r = f.rebuilder(spare);
+    assert_eq!(r.rebuild_column(&f.root, 0, 2).await.unwrap(), 1);
+    let parity = f.manifest.stripes[2].parity[0];
+    assert_eq!(
+        f.stores[spare].get_verified(&parity).unwrap(),
+        Some(Bytes::new())
+    );
+    assert_eq!(r.rebuild_column(&f.root, 0, 2).await.unwrap(), 0);
+}
