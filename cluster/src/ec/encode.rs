@@ -78,9 +78,12 @@ pub(crate) enum EncodeError {
 }
 
 /// Walks the DAG under `root` (local store first, else the network), erasure-codes it `k`+`m`
-/// and sends each cell to the holder of its column, interior and manifest blocks to each peer of
+/// (groups cut at `shard_size` bytes per column) and sends each cell to the holder of its column, interior and manifest blocks to each peer of
 /// [`Placement::interior`]. Returns once every peer acknowledged that its blocks are durable.
 /// Touches neither consensus nor pins: on error the caller commits nothing.
+// The arguments are the brief's API plus the shard size; a struct for them would only be built
+// and taken apart again at the one call site.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn encode_and_distribute(
     node: &tessera_node::Node,
     blocks: &BlockClient,
