@@ -78,9 +78,10 @@ pub(crate) enum EncodeError {
 }
 
 /// Walks the DAG under `root` (local store first, else the network), erasure-codes it `k`+`m`
-/// (groups cut at `shard_size` bytes per column) and sends each cell to the holder of its column, interior and manifest blocks to each peer of
-/// [`Placement::interior`]. Returns once every peer acknowledged that its blocks are durable.
-/// Touches neither consensus nor pins: on error the caller commits nothing.
+/// (groups cut at `shard_size` bytes per column) and sends each cell to the holder of its
+/// column, interior and manifest blocks to each peer of [`Placement::interior`]. Returns once
+/// every peer acknowledged that its blocks are durable. Touches neither consensus nor pins: on
+/// error the caller commits nothing.
 // The arguments are the brief's API plus the shard size; a struct for them would only be built
 // and taken apart again at the one call site.
 #[allow(clippy::too_many_arguments)]
