@@ -3,14 +3,22 @@
 //! local blockstore hold what the pinset assigns to this peer, and the IPFS Cluster REST API.
 #![warn(missing_docs)]
 
+mod allocator;
 pub mod api;
 pub mod consensus;
 pub mod config;
 pub mod duration;
+mod ec;
+mod frame;
+mod join;
 pub mod metric;
+mod monitor;
+pub mod peer;
 pub mod pin;
 pub mod rest_api;
+mod rpc;
 pub mod status;
+mod tracker;
 
 pub use api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};
 pub use consensus::{Consensus, ConsensusConfig, ConsensusError, RaftTransport};
