@@ -236,8 +236,11 @@ fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
 
     // Rot on one holder: scrub finds every rotten block and rebuilds it.
     let holder = ids.iter().position(|id| *id == columns(&peers[0], &cid).unwrap()[0][0]).unwrap();
+    // Bit rot while the peer is off: its scrub starts a pass when it comes back.
+    peers[holder].stop()?;
     let flipped = rot_packs(&peers[holder])?;
     assert!(flipped > 0);
+    peers[holder].start_daemon()?;
     let (found, healed) = wait_for("scrub to heal", Duration::from_secs(120), || {
         let found = peers[holder].prometheus("tessera_cluster_scrub_corrupt_total")?;
         let healed = peers[holder].prometheus("tessera_cluster_scrub_healed_total")?;

@@ -19,7 +19,7 @@ use cid::Cid;
 use libp2p::PeerId;
 use tessera_blockstore::PinMode as StoreMode;
 use tessera_node::Node;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::consensus::{Applied, Consensus};
 use crate::ec::holder::{EcHolder, Share};
@@ -43,8 +43,10 @@ pub(crate) struct Tracker {
     retries: u32,
     timeout: Duration,
     entries: Mutex<HashMap<Cid, Entry>>,
-    queued: Mutex<HashSet<Cid>>,
-    queue: mpsc::UnboundedSender<Cid>,
+    /// CIDs waiting for a worker, each once: the queue is bounded by the pinset's size.
+    queued: Mutex<(HashSet<Cid>, std::collections::VecDeque<Cid>)>,
+    /// Wakes a worker when a CID is queued.
+    work: Notify,
     /// Woken whenever a status changes (waiters re-check).
     changed: Notify,
     /// Shares of erasure-coded pins.
@@ -71,7 +73,6 @@ impl Tracker {
         timeout: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Tracker> {
-        let (tx, rx) = mpsc::unbounded_channel();
         let tracker = Arc::new(Tracker {
             local: node.peer_id(),
             node,
@@ -80,25 +81,31 @@ impl Tracker {
             retries: retries.max(1),
             timeout,
             entries: Mutex::new(HashMap::new()),
-            queued: Mutex::new(HashSet::new()),
-            queue: tx,
+            queued: Mutex::new(Default::default()),
+            work: Notify::new(),
             changed: Notify::new(),
             ec,
         });
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..concurrency.max(1) {
             let t = tracker.clone();
-            let rx = rx.clone();
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 loop {
-                    let next = tokio::select! {
-                        c = async { rx.lock().await.recv().await } => c,
-                        _ = stop.wait_for(|v| *v) => None,
+                    let next = {
+                        let mut q = t.lock_queued();
+                        let next = q.1.pop_front();
+                        if let Some(c) = &next {
+                            q.0.remove(c);
+                        }
+                        next
                     };
-                    let Some(cid) = next else { return };
-                    t.lock_queued().remove(&cid);
-                    t.reconcile(cid).await;
+                    match next {
+                        Some(cid) => t.reconcile(cid).await,
+                        None => tokio::select! {
+                            _ = t.work.notified() => {}
+                            _ = stop.wait_for(|v| *v) => return,
+                        },
+                    }
                 }
             });
         }
@@ -127,13 +134,18 @@ impl Tracker {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_queued(&self) -> std::sync::MutexGuard<'_, HashSet<Cid>> {
+    fn lock_queued(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashSet<Cid>, std::collections::VecDeque<Cid>)> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn enqueue(&self, cid: Cid) {
-        if self.lock_queued().insert(cid) {
-            let _ = self.queue.send(cid);
+        let mut q = self.lock_queued();
+        if q.0.insert(cid) {
+            q.1.push_back(cid);
+            drop(q);
+            self.work.notify_one();
         }
     }
 
@@ -481,6 +493,6 @@ impl Tracker {
         for e in self.lock_entries().values() {
             *counts.entry(e.status).or_insert(0) += 1;
         }
-        (counts, self.lock_queued().len())
+        (counts, self.lock_queued().1.len())
     }
 }

@@ -301,11 +301,7 @@ async fn leader_chores(cluster: Cluster) {
         let now_secs = now / 1_000_000_000;
         let mut after = None;
         let mut ops = Vec::new();
-        loop {
-            let page = match cluster.inner.consensus.list(after.as_ref(), 1000) {
-                Ok(p) => p,
-                Err(_) => break,
-            };
+        while let Ok(page) = cluster.inner.consensus.list(after.as_ref(), 1000) {
             for pin in &page {
                 if pin.expire_at.is_some_and(|t| t <= now_secs) {
                     ops.push(PinsetOp::Unpin(pin.cid));
