@@ -54,7 +54,10 @@ fn wait_members(peers: &[Node], n: usize) -> Result<()> {
             Duration::from_secs(60),
             || {
                 let list = p.rest_lines("/peers").ok()?;
-                let ok = list.iter().filter(|m| m["error"].as_str().unwrap_or("").is_empty()).count();
+                let ok = list
+                    .iter()
+                    .filter(|m| m["error"].as_str().unwrap_or("").is_empty())
+                    .count();
                 (list.len() == n && ok == n).then_some(())
             },
         )?;
@@ -63,9 +66,9 @@ fn wait_members(peers: &[Node], n: usize) -> Result<()> {
 }
 
 fn leader(peers: &[Node]) -> Option<usize> {
-    peers.iter().position(|p| {
-        p.is_running() && p.prometheus("tessera_cluster_raft_is_leader") == Some(1.0)
-    })
+    peers
+        .iter()
+        .position(|p| p.is_running() && p.prometheus("tessera_cluster_raft_is_leader") == Some(1.0))
 }
 
 /// Statuses of `cid` as `peer` gathers them from every member: peer id -> status.
@@ -126,7 +129,10 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
     // Every peer's metrics reach every other.
     wait_for("freespace of 3 peers", Duration::from_secs(30), || {
         let out = peers[1].ok(&["health", "metrics", "freespace"]).ok()?;
-        (out.lines().filter(|l| l.contains("freespace:") && !l.contains("EXPIRED")).count() == 3)
+        (out.lines()
+            .filter(|l| l.contains("freespace:") && !l.contains("EXPIRED"))
+            .count()
+            == 3)
             .then_some(())
     })?;
     let graph = peers[0].ok(&["health", "graph"])?;
@@ -140,11 +146,25 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
     })?;
     let survivor = (0..3).find(|i| *i != old && *i != new).unwrap();
     let cid2 = add_bytes(&peers[new], b"after the leader died")?;
-    peers[survivor].ok(&["pin", "add", &cid2, "--replication-min", "1", "--replication-max", "2", "--name", "after"])?;
+    peers[survivor].ok(&[
+        "pin",
+        "add",
+        &cid2,
+        "--replication-min",
+        "1",
+        "--replication-max",
+        "2",
+        "--name",
+        "after",
+    ])?;
     wait_pinned_on(&peers[survivor], &cid2, 2)?;
     let pin = peers[new].rest_get(&format!("/allocations/{cid2}"))?;
     assert_eq!(pin["name"], "after");
-    assert_eq!(pin["allocations"].as_array().map(Vec::len), Some(2), "{pin}");
+    assert_eq!(
+        pin["allocations"].as_array().map(Vec::len),
+        Some(2),
+        "{pin}"
+    );
     Ok(())
 }
 
@@ -175,7 +195,10 @@ fn a_stopped_peer_catches_up_and_unpins() -> Result<()> {
         })?;
     }
     let pins = peers[2].ok(&["pin", "ls", "--cluster", "-q"])?;
-    assert!(pins.contains(&a) && pins.contains(&b) && !pins.contains(&gone), "{pins}");
+    assert!(
+        pins.contains(&a) && pins.contains(&b) && !pins.contains(&gone),
+        "{pins}"
+    );
     // The state export lists both pins; import on a fresh cluster re-creates them.
     let exported = peers[2].ok(&["state", "export"])?;
     assert_eq!(exported.lines().count(), 2, "{exported}");
@@ -207,7 +230,9 @@ fn wrong_secret_cannot_join() -> Result<()> {
     fast_timings(&b)?;
     b.start_daemon()?;
     wait_for("the join to be refused", Duration::from_secs(30), || {
-        b.log().contains("does not know this cluster's secret").then_some(())
+        b.log()
+            .contains("does not know this cluster's secret")
+            .then_some(())
     })?;
     let members = a.rest_lines("/peers")?;
     assert_eq!(members.len(), 1, "{members:?}");
@@ -243,7 +268,9 @@ fn kill_9_during_a_burst_loses_no_acknowledged_pin() -> Result<()> {
                 for cid in chunk {
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let r = http
-                        .post(format!("{url}/pins/{cid}?replication-min=1&replication-max=2"))
+                        .post(format!(
+                            "{url}/pins/{cid}?replication-min=1&replication-max=2"
+                        ))
                         .send();
                     if let Ok(r) = r
                         && r.status().is_success()
@@ -261,20 +288,36 @@ fn kill_9_during_a_burst_loses_no_acknowledged_pin() -> Result<()> {
         peers[victim].kill().unwrap();
     });
     let acknowledged = acknowledged.into_inner().unwrap();
-    println!("faults injected: 1 kill -9; pins acknowledged: {}", acknowledged.len());
-    assert!(acknowledged.len() >= 500, "only {} pins acknowledged", acknowledged.len());
+    println!(
+        "faults injected: 1 kill -9; pins acknowledged: {}",
+        acknowledged.len()
+    );
+    assert!(
+        acknowledged.len() >= 500,
+        "only {} pins acknowledged",
+        acknowledged.len()
+    );
     peers[victim].start_daemon()?;
     for (i, p) in peers.iter().enumerate() {
-        let listed: HashSet<String> = wait_for("the pinset to settle", Duration::from_secs(60), || {
-            let v = p.rest_lines("/allocations").ok()?;
-            let set: HashSet<String> = v
-                .iter()
-                .filter_map(|p| p["cid"]["/"].as_str().or(p["cid"].as_str()).map(str::to_string))
-                .collect();
-            acknowledged.iter().all(|c| set.contains(c)).then_some(set)
-        })?;
+        let listed: HashSet<String> =
+            wait_for("the pinset to settle", Duration::from_secs(60), || {
+                let v = p.rest_lines("/allocations").ok()?;
+                let set: HashSet<String> = v
+                    .iter()
+                    .filter_map(|p| {
+                        p["cid"]["/"]
+                            .as_str()
+                            .or(p["cid"].as_str())
+                            .map(str::to_string)
+                    })
+                    .collect();
+                acknowledged.iter().all(|c| set.contains(c)).then_some(set)
+            })?;
         let lost = acknowledged.iter().filter(|c| !listed.contains(*c)).count();
-        println!("peer {i}: {} pins listed, {lost} acknowledged pins lost", listed.len());
+        println!(
+            "peer {i}: {} pins listed, {lost} acknowledged pins lost",
+            listed.len()
+        );
         assert_eq!(lost, 0);
     }
     Ok(())
@@ -285,7 +328,10 @@ fn five_peers_replicate_and_reallocate() -> Result<()> {
     tessera_tests::use_built_binary!();
     let mut peers = start_cluster(5)?;
     let cid = add_bytes(&peers[0], &tessera_tests::pseudo_random(600_000, 5))?;
-    let pin = rest_post(&peers[3], &format!("/pins/{cid}?replication-min=2&replication-max=3&name=five"))?;
+    let pin = rest_post(
+        &peers[3],
+        &format!("/pins/{cid}?replication-min=2&replication-max=3&name=five"),
+    )?;
     let allocs: Vec<String> = pin["allocations"]
         .as_array()
         .unwrap()
@@ -298,20 +344,39 @@ fn five_peers_replicate_and_reallocate() -> Result<()> {
     // moves to a live peer and is pinned on 3 peers again.
     let ids: Vec<String> = peers
         .iter()
-        .map(|p| p.rest_get("/id").unwrap()["id"].as_str().unwrap().to_string())
+        .map(|p| {
+            p.rest_get("/id").unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let victim = (1..5).find(|i| allocs.contains(&ids[*i])).unwrap();
     peers[victim].kill()?;
     let dead = ids[victim].clone();
     let observer = (1..5).find(|i| *i != victim).unwrap();
-    wait_for("re-allocation away from the dead peer", Duration::from_secs(60), || {
-        let p = peers[observer].rest_get(&format!("/allocations/{cid}")).ok()?;
-        let a: Vec<&str> = p["allocations"].as_array()?.iter().filter_map(|v| v.as_str()).collect();
-        (a.len() == 3 && !a.contains(&dead.as_str())).then_some(())
-    })?;
+    wait_for(
+        "re-allocation away from the dead peer",
+        Duration::from_secs(60),
+        || {
+            let p = peers[observer]
+                .rest_get(&format!("/allocations/{cid}"))
+                .ok()?;
+            let a: Vec<&str> = p["allocations"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            (a.len() == 3 && !a.contains(&dead.as_str())).then_some(())
+        },
+    )?;
     wait_for("3 live holders pinned", Duration::from_secs(60), || {
         let s = statuses(&peers[observer], &cid).ok()?;
-        (s.iter().filter(|(p, st)| st == "pinned" && *p != dead).count() >= 3).then_some(())
+        (s.iter()
+            .filter(|(p, st)| st == "pinned" && *p != dead)
+            .count()
+            >= 3)
+            .then_some(())
     })?;
     // The dead peer can be removed from the cluster.
     peers[observer].ok(&["peers", "rm", &dead])?;
@@ -323,10 +388,17 @@ fn five_peers_replicate_and_reallocate() -> Result<()> {
         leader(&peers).filter(|l| *l != old)
     })?;
     let cid3 = add_bytes(&peers[new], b"after two peers died")?;
-    rest_post(&peers[new], &format!("/pins/{cid3}?replication-min=1&replication-max=2"))?;
+    rest_post(
+        &peers[new],
+        &format!("/pins/{cid3}?replication-min=1&replication-max=2"),
+    )?;
     wait_pinned_on(&peers[new], &cid3, 2)?;
     // A pin that cannot get its minimum is refused clearly.
-    let err = rest_post(&peers[new], &format!("/pins/{cid}?replication-min=5&replication-max=5")).unwrap_err();
+    let err = rest_post(
+        &peers[new],
+        &format!("/pins/{cid}?replication-min=5&replication-max=5"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("not enough peers"), "{err}");
     Ok(())
 }
@@ -376,7 +448,10 @@ fn a_strangers_stream_on_a_cluster_protocol_is_closed_unanswered() -> Result<()>
             }
         });
         let mut stream = control
-            .open_stream(peer, libp2p::StreamProtocol::new("/tessera/cluster/rpc/1.0.0"))
+            .open_stream(
+                peer,
+                libp2p::StreamProtocol::new("/tessera/cluster/rpc/1.0.0"),
+            )
             .await?;
         // A well-formed request: frame kind 1 (JSON), "Identity".
         let body = b"\x01\"Identity\"";
@@ -389,7 +464,9 @@ fn a_strangers_stream_on_a_cluster_protocol_is_closed_unanswered() -> Result<()>
     })?;
     assert!(answer.is_empty(), "a stranger got an answer: {answer:?}");
     wait_for("the refusal in the log", Duration::from_secs(10), || {
-        a.log().contains("refused a cluster stream from a peer that is not a member").then_some(())
+        a.log()
+            .contains("refused a cluster stream from a peer that is not a member")
+            .then_some(())
     })?;
     Ok(())
 }

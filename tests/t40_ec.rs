@@ -24,8 +24,18 @@ fn configure(n: &Node) -> Result<()> {
     ] {
         n.ok(&["config", k, v])?;
     }
-    n.ok(&["config", "--json", "Cluster.ShardSize", &(1u64 << 20).to_string()])?;
-    n.ok(&["config", "--json", "Cluster.ScrubBytesPerSecond", &(256u64 << 20).to_string()])?;
+    n.ok(&[
+        "config",
+        "--json",
+        "Cluster.ShardSize",
+        &(1u64 << 20).to_string(),
+    ])?;
+    n.ok(&[
+        "config",
+        "--json",
+        "Cluster.ScrubBytesPerSecond",
+        &(256u64 << 20).to_string(),
+    ])?;
     Ok(())
 }
 
@@ -52,7 +62,10 @@ fn start_cluster(n: usize) -> Result<Vec<Node>> {
 }
 
 fn peer_id(n: &Node) -> String {
-    n.rest_get("/id").unwrap()["id"].as_str().unwrap().to_string()
+    n.rest_get("/id").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Adds `data` erasure-coded from `n`; returns its CID, checked against `add --only-hash`.
@@ -61,7 +74,11 @@ fn add_ec(n: &Node, name: &str, data: &[u8]) -> Result<String> {
     std::fs::write(&path, data)?;
     let expected = n.ok(&["add", "-Q", "--only-hash", path.to_str().unwrap()])?;
     let cid = n.ok(&["add", "-Q", "--ec", "6+3", path.to_str().unwrap()])?;
-    assert_eq!(cid.trim(), expected.trim(), "an EC add must give `ipfs add`'s CID");
+    assert_eq!(
+        cid.trim(),
+        expected.trim(),
+        "an EC add must give `ipfs add`'s CID"
+    );
     Ok(cid.trim().to_string())
 }
 
@@ -124,7 +141,10 @@ fn cat(n: &Node, cid: &str) -> Result<Vec<u8>> {
 }
 
 fn index_of(peers: &[Node], id: &str) -> usize {
-    peers.iter().position(|p| p.is_running() && peer_id(p) == id).unwrap()
+    peers
+        .iter()
+        .position(|p| p.is_running() && peer_id(p) == id)
+        .unwrap()
 }
 
 #[test]
@@ -149,7 +169,10 @@ fn six_plus_three_over_twelve_peers_survives_kills_and_repairs_itself() -> Resul
     }
     let big = cids[5].clone();
     let multi = cids[4].clone();
-    assert!(columns(&peers[0], &multi)?.len() >= 3, "20 MiB at 1 MiB shards makes several groups");
+    assert!(
+        columns(&peers[0], &multi)?.len() >= 3,
+        "20 MiB at 1 MiB shards makes several groups"
+    );
 
     // Kill three column holders of the big file's first group (never peer 0, the reader).
     let group0 = &columns(&peers[0], &big)?[0];
@@ -186,20 +209,23 @@ fn six_plus_three_over_twelve_peers_survives_kills_and_repairs_itself() -> Resul
     for cid in &cids {
         let holders: BTreeSet<String> = columns(&peers[0], cid)?.into_iter().flatten().collect();
         for v in &victims {
-            assert!(!holders.contains(&ids[*v]), "{cid} still placed on a dead peer");
+            assert!(
+                !holders.contains(&ids[*v]),
+                "{cid} still placed on a dead peer"
+            );
         }
     }
     // Three more peers die: still every byte.
-    let more: Vec<usize> = (1..12)
-        .filter(|i| peers[*i].is_running())
-        .take(3)
-        .collect();
+    let more: Vec<usize> = (1..12).filter(|i| peers[*i].is_running()).take(3).collect();
     for v in &more {
         peers[*v].kill()?;
     }
     faults += more.len();
     for ((_, data), cid) in files.iter().zip(&cids) {
-        assert!(cat(&peers[0], cid)? == *data, "{cid} differs after 6 kills with a repair between");
+        assert!(
+            cat(&peers[0], cid)? == *data,
+            "{cid} differs after 6 kills with a repair between"
+        );
         compared += data.len();
     }
     println!("faults injected: {faults} kill -9; bytes compared: {compared}; bytes lost: 0");
@@ -235,7 +261,10 @@ fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
     wait_full_redundancy(&peers[1], &cid, Duration::from_secs(120))?;
 
     // Rot on one holder: scrub finds every rotten block and rebuilds it.
-    let holder = ids.iter().position(|id| *id == columns(&peers[0], &cid).unwrap()[0][0]).unwrap();
+    let holder = ids
+        .iter()
+        .position(|id| *id == columns(&peers[0], &cid).unwrap()[0][0])
+        .unwrap();
     // Bit rot while the peer is off: its scrub starts a pass when it comes back.
     peers[holder].stop()?;
     let flipped = rot_packs(&peers[holder])?;
@@ -250,26 +279,58 @@ fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
     assert!(cat(&peers[holder], &cid)? == data);
 
     // Four holders of group 0 dead (more than m = 3): reads fail, naming what is missing.
+    // Interior holders stay up, so that the read reaches the cells.
+    let pin = peers[0].rest_get(&format!("/allocations/{cid}"))?;
+    let interior: Vec<String> = pin["erasure"]["interior"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
     let group0 = columns(&peers[0], &cid)?[0].clone();
     let dead: Vec<usize> = group0
         .iter()
+        .filter(|id| !interior.contains(id))
         .map(|id| index_of(&peers, id))
         .filter(|i| *i != 0)
         .take(4)
         .collect();
+    assert_eq!(
+        dead.len(),
+        4,
+        "9 peers hold group 0's 9 columns, 4 of them interior"
+    );
     for d in &dead {
         peers[*d].kill()?;
     }
     let out = peers[0].run(&["cat", &cid])?;
-    assert!(!out.status.success(), "a read with 4 of 9 cells gone must fail");
+    assert!(
+        !out.status.success(),
+        "a read with 4 of 9 cells gone must fail"
+    );
+    // The stream breaks where the first unreadable block is; the daemon says which cells of which
+    // stripe are missing, held by whom.
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cell") || err.contains("column"), "the error must name what is missing: {err}");
+    assert!(err.contains("broke off") || err.contains("cell"), "{err}");
+    wait_for(
+        "the daemon to name the missing cells",
+        Duration::from_secs(10),
+        || {
+            let log = peers[0].log();
+            (log.contains("stream aborted") && log.contains("cells")).then_some(())
+        },
+    )?;
     // One comes back: reads work again.
     peers[dead[0]].start_daemon()?;
     wait_for("the read to work again", Duration::from_secs(60), || {
         (cat(&peers[0], &cid).ok()? == data).then_some(())
     })?;
-    println!("faults injected: {} bytes flipped, {} kill -9; bytes compared: {}; bytes lost: 0", flipped, dead.len(), 2 * data.len());
+    println!(
+        "faults injected: {} bytes flipped, {} kill -9; bytes compared: {}; bytes lost: 0",
+        flipped,
+        dead.len(),
+        2 * data.len()
+    );
     Ok(())
 }
 
@@ -290,22 +351,35 @@ fn a_holder_killed_mid_add_never_leaves_a_pin_missing_cells() -> Result<()> {
     // Kill a peer once the pushes are under way: wait until some peer other than the adder holds
     // blocks it did not hold before.
     let victim = 5;
-    let before = peers[victim].prometheus("tessera_blockstore_blocks").unwrap_or(0.0);
-    wait_for("pushes to reach the victim", Duration::from_secs(120), || {
-        (peers[victim].prometheus("tessera_blockstore_blocks")? > before + 10.0).then_some(())
-    })?;
+    let before = peers[victim]
+        .prometheus("tessera_blockstore_blocks")
+        .unwrap_or(0.0);
+    wait_for(
+        "pushes to reach the victim",
+        Duration::from_secs(120),
+        || (peers[victim].prometheus("tessera_blockstore_blocks")? > before + 10.0).then_some(()),
+    )?;
     peers[victim].kill()?;
     let out = adder.join().unwrap()?;
     let committed = peers[1].ok(&["pin", "ls", "--cluster", "-q"])?;
     if out.status.success() {
         let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(committed.contains(&cid));
-        assert!(cat(&peers[1], &cid)? == data, "a committed pin must read back whole");
-        println!("the add completed before the kill mattered; read back {} bytes", data.len());
+        assert!(
+            cat(&peers[1], &cid)? == data,
+            "a committed pin must read back whole"
+        );
+        println!(
+            "the add completed before the kill mattered; read back {} bytes",
+            data.len()
+        );
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         println!("the add failed cleanly: {err}");
-        assert!(committed.trim().is_empty(), "a failed add committed a pin: {committed}");
+        assert!(
+            committed.trim().is_empty(),
+            "a failed add committed a pin: {committed}"
+        );
     }
     println!("faults injected: 1 kill -9 mid-add; bytes lost: 0");
     Ok(())

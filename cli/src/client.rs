@@ -104,9 +104,9 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<impl Stream<Item = Result<bytes::Bytes>> + use<>> {
         let resp = self.send(self.request(path, query)).await?;
-        Ok(resp
-            .bytes_stream()
-            .map_err(|e| anyhow!("transfer from the daemon broke off: {e}")))
+        Ok(resp.bytes_stream().map_err(|e| {
+            anyhow!("transfer from the daemon broke off (the daemon log says why): {e}")
+        }))
     }
 
     /// A call answered with NDJSON, one value per line; an error object ends the stream with an error.
@@ -131,7 +131,9 @@ pub(crate) fn ndjson_lines<T: DeserializeOwned + 'static>(
         tokio_util::codec::LinesCodec::new_with_max_length(16 << 20),
     );
     lines.map(|line| {
-        let line = line.map_err(|e| anyhow!("transfer from the daemon broke off: {e}"))?;
+        let line = line.map_err(|e| {
+            anyhow!("transfer from the daemon broke off (the daemon log says why): {e}")
+        })?;
         let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("bad line from the daemon: {line}"))?;
         if v.get("Type").and_then(|t| t.as_str()) == Some("error") {

@@ -32,14 +32,16 @@ impl ClusterClient {
             .unwrap_or_default();
         let addr = match flag {
             Some(a) => a.to_string(),
-            None => match std::fs::read_to_string(repo.join(tessera_cluster::peer::REST_API_FILE)) {
-                Ok(s) if Repo::is_locked_by_daemon(repo) => s.trim().to_string(),
-                _ => bail!(
-                    "no tessera daemon is running for the repo at {}; start one with `tessera daemon` \
+            None => {
+                match std::fs::read_to_string(repo.join(tessera_cluster::peer::REST_API_FILE)) {
+                    Ok(s) if Repo::is_locked_by_daemon(repo) => s.trim().to_string(),
+                    _ => bail!(
+                        "no tessera daemon is running for the repo at {}; start one with `tessera daemon` \
                      (or point --cluster-api at a running one)",
-                    repo.display()
-                ),
-            },
+                        repo.display()
+                    ),
+                }
+            }
         };
         let sock = tessera_node::multiaddr_to_socket(&addr)
             .map_err(|e| anyhow!("cluster REST API address: {e}"))?;
@@ -81,7 +83,11 @@ impl ClusterClient {
         let body = resp.bytes().await.unwrap_or_default();
         let msg = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
         bail!("{msg}")
     }
@@ -149,7 +155,10 @@ pub(crate) async fn pin_ec(ctx: &crate::cmd::Context, cid: &str, k: u8, m: u8) -
     c.json(
         reqwest::Method::POST,
         &format!("/pins/{cid}"),
-        &[("data-shards", k.to_string()), ("parity-shards", m.to_string())],
+        &[
+            ("data-shards", k.to_string()),
+            ("parity-shards", m.to_string()),
+        ],
     )
     .await
 }

@@ -110,7 +110,10 @@ mod tests {
         let c = vec![cand(100, "a"), cand(90, "a"), cand(10, "b")];
         let by = vec!["tag:group".to_string(), "freespace".to_string()];
         let got = allocate(&c, &by, 2, &[]);
-        assert!(got.contains(&c[0].peer) && got.contains(&c[2].peer), "{got:?}");
+        assert!(
+            got.contains(&c[0].peer) && got.contains(&c[2].peer),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -145,7 +145,9 @@ pub struct Settings {
 
 impl ClusterConfig {
     /// Reads the section from the node config's raw JSON (absent: defaults, which lack a secret).
-    pub fn from_json(value: Option<&serde_json::Value>) -> Result<ClusterConfig, ClusterConfigError> {
+    pub fn from_json(
+        value: Option<&serde_json::Value>,
+    ) -> Result<ClusterConfig, ClusterConfigError> {
         match value {
             None => Ok(ClusterConfig::default()),
             Some(v) => {
@@ -160,7 +162,10 @@ impl ClusterConfig {
     }
 
     /// A fresh section for `init`: a new random secret unless one is given, and join addresses.
-    pub fn generate(secret: Option<&str>, join: &[String]) -> Result<ClusterConfig, ClusterConfigError> {
+    pub fn generate(
+        secret: Option<&str>,
+        join: &[String],
+    ) -> Result<ClusterConfig, ClusterConfigError> {
         let secret = match secret {
             Some(s) => {
                 decode_secret(s)?;
@@ -189,8 +194,8 @@ impl ClusterConfig {
             .iter()
             .map(|a| parse_join(a))
             .collect::<Result<_, _>>()?;
-        let rest_api = tessera_node::multiaddr_to_socket(&self.rest_api)
-            .map_err(|m| err("RestAPI", m))?;
+        let rest_api =
+            tessera_node::multiaddr_to_socket(&self.rest_api).map_err(|m| err("RestAPI", m))?;
         let dur = |key: &str, v: &str| parse_duration(v).map_err(|m| err(key, m));
         let metric_interval = dur("MetricInterval", &self.metric_interval)?;
         let metric_ttl = dur("MetricTTL", &self.metric_ttl)?;
@@ -217,7 +222,10 @@ impl ClusterConfig {
             return Err(err("MaxVoters", "must be at least 1"));
         }
         if self.data_shards == 0 || self.parity_shards == 0 {
-            return Err(err("DataShards", "data and parity shards must both be at least 1"));
+            return Err(err(
+                "DataShards",
+                "data and parity shards must both be at least 1",
+            ));
         }
         let peer_name = if self.peer_name.is_empty() {
             std::fs::read_to_string("/etc/hostname")
@@ -274,9 +282,7 @@ fn decode_secret(s: &str) -> Result<[u8; 32], ClusterConfigError> {
 }
 
 fn parse_join(a: &str) -> Result<Multiaddr, ClusterConfigError> {
-    let addr: Multiaddr = a
-        .parse()
-        .map_err(|e| err("Join", format!("`{a}`: {e}")))?;
+    let addr: Multiaddr = a.parse().map_err(|e| err("Join", format!("`{a}`: {e}")))?;
     if !addr
         .iter()
         .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))

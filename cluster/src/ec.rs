@@ -4,8 +4,8 @@
 
 pub(crate) mod blocks;
 pub(crate) mod encode;
-pub(crate) mod placement;
+pub(crate) mod holder;
 pub(crate) mod index;
+pub(crate) mod placement;
 pub(crate) mod rebuild;
 pub(crate) mod scrub;
-pub(crate) mod holder;

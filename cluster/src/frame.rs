@@ -6,7 +6,10 @@
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Writes one frame.
-pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    data: &[u8],
+) -> std::io::Result<()> {
     let len = u32::try_from(data.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
     s.write_all(&len.to_be_bytes()).await?;
@@ -15,7 +18,10 @@ pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -
 }
 
 /// Reads one frame of at most `max` bytes.
-pub(crate) async fn read_frame<S: AsyncRead + Unpin>(s: &mut S, max: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<S: AsyncRead + Unpin>(
+    s: &mut S,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;

@@ -38,7 +38,13 @@ pub(crate) enum Message {
 }
 
 /// HMAC over the nonce and both peer ids.
-pub(crate) fn proof(secret: &[u8; 32], label: &str, nonce: &[u8], prover: &PeerId, verifier: &PeerId) -> Vec<u8> {
+pub(crate) fn proof(
+    secret: &[u8; 32],
+    label: &str,
+    nonce: &[u8],
+    prover: &PeerId,
+    verifier: &PeerId,
+) -> Vec<u8> {
     // A 32-byte key is always accepted by HMAC.
     let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
         Ok(m) => m,
@@ -51,7 +57,14 @@ pub(crate) fn proof(secret: &[u8; 32], label: &str, nonce: &[u8], prover: &PeerI
     mac.finalize().into_bytes().to_vec()
 }
 
-fn verify(secret: &[u8; 32], label: &str, nonce: &[u8], prover: &PeerId, verifier: &PeerId, claimed: &str) -> bool {
+fn verify(
+    secret: &[u8; 32],
+    label: &str,
+    nonce: &[u8],
+    prover: &PeerId,
+    verifier: &PeerId,
+    claimed: &str,
+) -> bool {
     let Ok(claimed) = hex::decode(claimed) else {
         return false;
     };
@@ -96,7 +109,13 @@ pub(crate) async fn join<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     trust: impl FnOnce(&[(PeerId, Vec<Multiaddr>)]),
 ) -> Result<Joined, String> {
     let nonce: [u8; 32] = rand::random();
-    send(stream, &Message::Hello { nonce: hex::encode(nonce) }).await?;
+    send(
+        stream,
+        &Message::Hello {
+            nonce: hex::encode(nonce),
+        },
+    )
+    .await?;
     let (their_nonce, their_proof) = match recv(stream).await? {
         Message::Challenge { nonce, proof } => (nonce, proof),
         Message::Refused { reason } => return Err(reason),
@@ -125,7 +144,9 @@ pub(crate) async fn join<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
     trust(&members);
     match recv(stream).await? {
         Message::Done => {}
-        Message::Refused { reason } => return Err(format!("{member} could not add this peer: {reason}")),
+        Message::Refused { reason } => {
+            return Err(format!("{member} could not add this peer: {reason}"));
+        }
         other => return Err(format!("unexpected join message {other:?}")),
     }
     let _ = stream.close().await;
@@ -178,7 +199,13 @@ pub(crate) async fn answer<S: futures::AsyncRead + futures::AsyncWrite + Unpin>(
         other => return Err(format!("unexpected join message {other:?}")),
     };
     if !verify(secret, JOINER_LABEL, &nonce, &joiner, &local, &their_proof) {
-        let _ = send(stream, &Message::Refused { reason: "wrong cluster secret".into() }).await;
+        let _ = send(
+            stream,
+            &Message::Refused {
+                reason: "wrong cluster secret".into(),
+            },
+        )
+        .await;
         return Err("wrong cluster secret".into());
     }
     let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();

@@ -5,8 +5,8 @@
 
 mod allocator;
 pub mod api;
-pub mod consensus;
 pub mod config;
+pub mod consensus;
 pub mod duration;
 mod ec;
 mod frame;

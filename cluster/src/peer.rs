@@ -241,37 +241,56 @@ impl Cluster {
         .boxed())
     }
 
-    /// Re-hashes stored blocks in the background; rotten cells of erasure-coded pins are rebuilt
-    /// from their stripes and stored again. Blocks moved aside before this start are healed first.
+    /// Re-hashes stored blocks in the background, and rebuilds rotten blocks of erasure-coded
+    /// shares: every few seconds, what the store holds as corrupt (found by the scrub or by a
+    /// verified read) and the EC index locates is rebuilt from its stripe and stored again. Blocks
+    /// the index does not know yet (its pins are still loading) are tried again at the next pass.
     fn start_scrub(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
         use std::sync::atomic::Ordering;
-        let heal = |cluster: Cluster, cids: Vec<cid::Cid>| async move {
-            let found = cids.len() as u64;
-            cluster.inner.scrub_found.fetch_add(found, Ordering::Relaxed);
-            let (healed, failed) = crate::ec::scrub::heal(
-                &cluster.inner.ec.rebuilder,
-                cluster.inner.node.store(),
-                cids,
-            )
-            .await;
-            cluster.inner.scrub_healed.fetch_add(healed, Ordering::Relaxed);
-            tracing::info!(found, healed, failed, "scrub: rebuilt rotten blocks");
-        };
+        let cluster = self.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cluster.inner.settings.metric_interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|v| *v) => return,
+                }
+                let store = cluster.inner.node.store().clone();
+                let corrupt =
+                    match tokio::task::spawn_blocking(move || store.corrupt_blocks()).await {
+                        Ok(Ok(c)) if !c.is_empty() => c,
+                        _ => continue,
+                    };
+                let (healed, failed) = crate::ec::scrub::heal(
+                    &cluster.inner.ec.rebuilder,
+                    cluster.inner.node.store(),
+                    corrupt.into_iter().map(|c| c.cid).collect(),
+                )
+                .await;
+                if healed + failed > 0 {
+                    cluster
+                        .inner
+                        .scrub_healed
+                        .fetch_add(healed, Ordering::Relaxed);
+                    tracing::info!(
+                        healed,
+                        failed,
+                        "rebuilt rotten blocks of erasure-coded shares"
+                    );
+                }
+            }
+        });
         let cluster = self.clone();
         tokio::spawn(async move {
-            // The leftovers of an earlier run: blocks moved aside but not rebuilt.
-            let store = cluster.inner.node.store().clone();
-            if let Ok(Ok(old)) = tokio::task::spawn_blocking(move || store.corrupt_blocks()).await
-                && !old.is_empty()
-            {
-                heal(cluster.clone(), old.into_iter().map(|c| c.cid).collect()).await;
-            }
             let c2 = cluster.clone();
             crate::ec::scrub::scrub_loop(
                 cluster.inner.node.store().clone(),
                 cluster.inner.settings.raw.scrub_bytes_per_second,
                 move |cids| {
-                    tokio::spawn(heal(c2.clone(), cids));
+                    c2.inner
+                        .scrub_found
+                        .fetch_add(cids.len() as u64, Ordering::Relaxed);
                 },
                 shutdown,
             )

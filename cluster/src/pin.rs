@@ -138,7 +138,10 @@ pub(crate) mod peer_lists {
     use libp2p::PeerId;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(groups: &[Vec<PeerId>], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        groups: &[Vec<PeerId>],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_seq(
             groups
                 .iter()

@@ -164,14 +164,15 @@ pub(crate) async fn serve(mut control: libp2p_stream::Control, handler: Arc<dyn 
         }
         let handler = handler.clone();
         tokio::spawn(async move {
-            let request = match tokio::time::timeout(TIMEOUT, read_frame(&mut stream, MAX_FRAME)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "bad cluster request");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let request =
+                match tokio::time::timeout(TIMEOUT, read_frame(&mut stream, MAX_FRAME)).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "bad cluster request");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let reply = match request.split_first() {
                 Some((&RAFT, body)) => {
                     let mut out = vec![RAFT];
@@ -184,7 +185,11 @@ pub(crate) async fn serve(mut control: libp2p_stream::Control, handler: Arc<dyn 
                         Err(e) => Reply::Error(format!("malformed request: {e}")),
                     };
                     let mut out = vec![JSON];
-                    out.extend(serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"Error\":\"cannot encode the reply\"}".to_vec()));
+                    out.extend(
+                        serde_json::to_vec(&reply).unwrap_or_else(|_| {
+                            b"{\"Error\":\"cannot encode the reply\"}".to_vec()
+                        }),
+                    );
                     out
                 }
                 _ => {

@@ -153,7 +153,14 @@ impl Tracker {
         match op {
             PinsetOp::Pin(p) => {
                 let queued = p.is_allocated_to(&self.local);
-                self.set_if_new(p.cid, if queued { PinStatus::PinQueued } else { PinStatus::Remote });
+                self.set_if_new(
+                    p.cid,
+                    if queued {
+                        PinStatus::PinQueued
+                    } else {
+                        PinStatus::Remote
+                    },
+                );
                 self.enqueue(p.cid);
             }
             PinsetOp::Unpin(c) => self.enqueue(*c),
@@ -232,7 +239,11 @@ impl Tracker {
         let pin = match self.consensus.get(&cid) {
             Ok(p) => p,
             Err(e) => {
-                self.set(cid, PinStatus::ClusterError, format!("cannot read the pinset: {e}"));
+                self.set(
+                    cid,
+                    PinStatus::ClusterError,
+                    format!("cannot read the pinset: {e}"),
+                );
                 return;
             }
         };
@@ -252,7 +263,11 @@ impl Tracker {
         let local = match self.node.pin_mode(cid).await {
             Ok(m) => m,
             Err(e) => {
-                self.set(cid, PinStatus::PinError, format!("cannot read the blockstore: {e}"));
+                self.set(
+                    cid,
+                    PinStatus::PinError,
+                    format!("cannot read the blockstore: {e}"),
+                );
                 return;
             }
         };
@@ -280,7 +295,10 @@ impl Tracker {
                         return;
                     }
                     Ok(Err(e)) => e,
-                    Err(_) => format!("pinning took longer than {:?} (Cluster.PinTimeout)", self.timeout),
+                    Err(_) => format!(
+                        "pinning took longer than {:?} (Cluster.PinTimeout)",
+                        self.timeout
+                    ),
                 };
                 self.failed(cid, error);
             }
@@ -332,8 +350,12 @@ impl Tracker {
                     let node = self.node.clone();
                     tokio::spawn(async move {
                         match node.collect_garbage().await {
-                            Ok(removed) => tracing::info!(root = %cid, removed = removed.len(), "freed the blocks of an erasure-coded pin held by other peers"),
-                            Err(e) => tracing::warn!(error = %e, "garbage collection after an erasure-coded pin failed"),
+                            Ok(removed) => {
+                                tracing::info!(root = %cid, removed = removed.len(), "freed the blocks of an erasure-coded pin held by other peers")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "garbage collection after an erasure-coded pin failed")
+                            }
                         }
                     });
                 }

@@ -259,7 +259,10 @@ impl Node {
 
     /// A value from the daemon's Prometheus endpoint (`name` with its labels, as printed).
     pub fn prometheus(&self, name: &str) -> Option<f64> {
-        let url = format!("{}/debug/metrics/prometheus", self.api_url().ok()?.trim_end_matches("/api/v0"));
+        let url = format!(
+            "{}/debug/metrics/prometheus",
+            self.api_url().ok()?.trim_end_matches("/api/v0")
+        );
         let text = reqwest::blocking::get(url).ok()?.text().ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

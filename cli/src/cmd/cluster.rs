@@ -92,7 +92,9 @@ pub(crate) async fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
                     println!("{id} | ERROR: {err}");
                     continue;
                 }
-                let others = p["cluster_peers"].as_array().map_or(0, |a| a.len().saturating_sub(1));
+                let others = p["cluster_peers"]
+                    .as_array()
+                    .map_or(0, |a| a.len().saturating_sub(1));
                 println!(
                     "{id} | {} | Sees {others} other peers",
                     p["peername"].as_str().unwrap_or_default()
@@ -103,7 +105,8 @@ pub(crate) async fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             }
         }
         PeersCommand::Rm { peer } => {
-            c.json(Method::DELETE, &format!("/peers/{peer}"), NO_QUERY).await?;
+            c.json(Method::DELETE, &format!("/peers/{peer}"), NO_QUERY)
+                .await?;
             println!("removed {peer}");
         }
     }
@@ -112,11 +115,21 @@ pub(crate) async fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
 
 /// Prints one GlobalPinInfo as `ipfs-cluster-ctl status` does.
 pub(crate) fn print_status(g: &Value) {
-    println!("{} | {}:", cid_str(&g["cid"]), g["name"].as_str().unwrap_or_default());
+    println!(
+        "{} | {}:",
+        cid_str(&g["cid"]),
+        g["name"].as_str().unwrap_or_default()
+    );
     if let Some(map) = g["peer_map"].as_object() {
         for (peer, info) in map {
-            let name = info["peername"].as_str().filter(|n| !n.is_empty()).unwrap_or(peer);
-            let status = info["status"].as_str().unwrap_or("undefined").to_uppercase();
+            let name = info["peername"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(peer);
+            let status = info["status"]
+                .as_str()
+                .unwrap_or("undefined")
+                .to_uppercase();
             let err = info["error"].as_str().unwrap_or_default();
             let ts = info["timestamp"].as_str().unwrap_or_default();
             if err.is_empty() {
@@ -220,8 +233,13 @@ async fn print_columns(c: &ClusterClient, cid: &str, g: &Value) -> Result<()> {
         for (j, holder) in group.as_array().into_iter().flatten().enumerate() {
             let holder = holder.as_str().unwrap_or_default();
             let kind = if j < k { "data" } else { "parity" };
-            let status = g["peer_map"][holder]["status"].as_str().unwrap_or("unknown");
-            println!("      column {j:>2} ({kind:<6}) : {:<30} {status}", name_of(holder));
+            let status = g["peer_map"][holder]["status"]
+                .as_str()
+                .unwrap_or("unknown");
+            println!(
+                "      column {j:>2} ({kind:<6}) : {:<30} {status}",
+                name_of(holder)
+            );
         }
     }
     Ok(())
@@ -232,7 +250,10 @@ pub(crate) async fn health(ctx: &Context, cmd: HealthCommand) -> Result<()> {
     match cmd {
         HealthCommand::Graph => {
             let g = c.json(Method::GET, "/health/graph", NO_QUERY).await?;
-            println!("cluster peer {}:", g["cluster_id"].as_str().unwrap_or_default());
+            println!(
+                "cluster peer {}:",
+                g["cluster_id"].as_str().unwrap_or_default()
+            );
             for (peer, links) in g["cluster_links"].as_object().into_iter().flatten() {
                 let links: Vec<&str> = links
                     .as_array()
@@ -354,6 +375,11 @@ fn meta_query(p: &Value) -> Vec<(String, String)> {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, v)| (format!("meta-{k}"), v.as_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            (
+                format!("meta-{k}"),
+                v.as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect()
 }

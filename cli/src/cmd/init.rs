@@ -28,7 +28,9 @@ pub(crate) fn run(ctx: &Context, args: InitArgs) -> Result<()> {
     let repo = init_repo(&ctx.repo, &args)?;
     println!("peer identity: {}", repo.config().identity.peer_id);
     if args.join.is_empty() {
-        println!("cluster secret written to the config (Cluster.Secret): give it to peers that join");
+        println!(
+            "cluster secret written to the config (Cluster.Secret): give it to peers that join"
+        );
     } else {
         println!("will join the cluster through {}", args.join.join(", "));
     }
@@ -45,8 +47,7 @@ pub(crate) fn init_repo(root: &Path, args: &InitArgs) -> Result<Repo> {
     let doc: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
     )?;
-    let updated =
-        tessera_node::set_config_key(&doc, "Cluster", serde_json::to_value(&section)?)?;
+    let updated = tessera_node::set_config_key(&doc, "Cluster", serde_json::to_value(&section)?)?;
     tessera_node::config::write_json_atomic(&path, &updated)?;
     Ok(Repo::open(root)?)
 }

@@ -125,7 +125,12 @@ impl ClusterPinArgs {
     }
 }
 
-async fn cluster_pin_add(ctx: &Context, paths: &[String], recursive: bool, args: &ClusterPinArgs) -> Result<()> {
+async fn cluster_pin_add(
+    ctx: &Context,
+    paths: &[String],
+    recursive: bool,
+    args: &ClusterPinArgs,
+) -> Result<()> {
     let c = crate::cluster_client::ClusterClient::connect(&ctx.repo, ctx.cluster_api.as_deref())?;
     let mut q = args.query(recursive)?;
     if let Some(ec) = &args.ec {

@@ -71,7 +71,12 @@ impl EcHolder {
         }
         let (manifest, manifest_blocks) = load_manifest(&self.node, &self.blocks, layout)
             .await
-            .map_err(|e| format!("cannot load the manifest {} of {}: {e}", layout.manifest, pin.cid))?;
+            .map_err(|e| {
+                format!(
+                    "cannot load the manifest {} of {}: {e}",
+                    layout.manifest, pin.cid
+                )
+            })?;
         self.index.insert(pin, Arc::new(manifest), manifest_blocks);
         Ok(())
     }
@@ -145,11 +150,7 @@ impl EcHolder {
     /// Rebuilds missing blocks of the share: whole columns for cells, one by one for interior and
     /// manifest blocks.
     async fn fill(&self, pin: &Pin, missing: &[Cid]) -> Result<(), String> {
-        let _permit = self
-            .repairs
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
+        let _permit = self.repairs.acquire().await.map_err(|e| e.to_string())?;
         let mut columns = BTreeSet::new();
         let mut singles = Vec::new();
         for c in missing {
@@ -171,11 +172,7 @@ impl EcHolder {
         }
         let mut rebuilt = Vec::new();
         for c in singles {
-            let data = self
-                .rebuilder
-                .produce(c)
-                .await
-                .map_err(|e| e.to_string())?;
+            let data = self.rebuilder.produce(c).await.map_err(|e| e.to_string())?;
             rebuilt.push(tessera_blockstore::Block::new_unchecked(c, data));
         }
         if !rebuilt.is_empty() {

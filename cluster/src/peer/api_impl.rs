@@ -102,7 +102,11 @@ impl ClusterApi for Cluster {
                     peer,
                     peer_name: w.peer_name,
                     addresses: w.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-                    cluster_peers: w.cluster_peers.iter().filter_map(|p| p.parse().ok()).collect(),
+                    cluster_peers: w
+                        .cluster_peers
+                        .iter()
+                        .filter_map(|p| p.parse().ok())
+                        .collect(),
                     version: w.version,
                     voter: w.voter,
                     error: None,
@@ -189,9 +193,9 @@ impl ClusterApi for Cluster {
     }
 
     async fn unpin(&self, cid: Cid) -> Result<Pin, ClusterError> {
-        let pin = self
-            .get_pin(&cid)?
-            .ok_or_else(|| ClusterError::not_found(format!("{cid} is not pinned in the cluster")))?;
+        let pin = self.get_pin(&cid)?.ok_or_else(|| {
+            ClusterError::not_found(format!("{cid} is not pinned in the cluster"))
+        })?;
         self.inner
             .consensus
             .submit(PinsetOp::Unpin(cid))

@@ -258,7 +258,12 @@ pub(super) fn choose(
     let mut first: Vec<PeerId> = user.iter().filter(|p| alive.contains(p)).copied().collect();
     first.extend(current.iter().filter(|p| alive.contains(p)));
     let want = usize::try_from(max).unwrap_or(0);
-    let chosen = allocate(&cands, &cluster.inner.settings.raw.allocate_by, want, &first);
+    let chosen = allocate(
+        &cands,
+        &cluster.inner.settings.raw.allocate_by,
+        want,
+        &first,
+    );
     let need = usize::try_from(min).unwrap_or(0);
     if chosen.len() < need {
         return Err(format!(
@@ -336,7 +341,12 @@ fn reallocation(cluster: &Cluster, pin: &Pin, gone: &impl Fn(&PeerId) -> bool) -
     if pin.replication_max == -1 || !pin.allocations.iter().any(gone) {
         return None;
     }
-    let keep: Vec<PeerId> = pin.allocations.iter().filter(|p| !gone(p)).copied().collect();
+    let keep: Vec<PeerId> = pin
+        .allocations
+        .iter()
+        .filter(|p| !gone(p))
+        .copied()
+        .collect();
     match choose(
         cluster,
         pin.replication_min,

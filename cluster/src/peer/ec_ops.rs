@@ -69,7 +69,11 @@ impl Cluster {
             self.inner.local,
         )
         .await
-        .map_err(|e| ClusterError::internal(format!("erasure coding {cid} failed, nothing was pinned: {e}")))?;
+        .map_err(|e| {
+            ClusterError::internal(format!(
+                "erasure coding {cid} failed, nothing was pinned: {e}"
+            ))
+        })?;
         tracing::info!(
             %cid, k, m,
             leaves = outcome.leaves,
@@ -102,12 +106,19 @@ impl Cluster {
 
     /// On the leader: gives each column (and interior copy) held by a gone peer to a live peer that
     /// holds nothing of that group; `None` when nothing changes.
-    pub(super) fn ec_reallocation(&self, pin: &Pin, gone: &dyn Fn(&PeerId) -> bool) -> Option<PinsetOp> {
+    pub(super) fn ec_reallocation(
+        &self,
+        pin: &Pin,
+        gone: &dyn Fn(&PeerId) -> bool,
+    ) -> Option<PinsetOp> {
         let layout = pin.ec.as_ref()?;
         if !holders(layout).iter().any(gone) {
             return None;
         }
-        let cands: Vec<_> = candidates(self).into_iter().filter(|c| !gone(&c.peer)).collect();
+        let cands: Vec<_> = candidates(self)
+            .into_iter()
+            .filter(|c| !gone(&c.peer))
+            .collect();
         let mut new = layout.clone();
         let mut changed = false;
         for group in new.columns.iter_mut() {
@@ -153,7 +164,9 @@ impl Cluster {
             .consensus
             .get(&cid)
             .map_err(|e| ClusterError::internal(e.to_string()))?
-            .ok_or_else(|| ClusterError::not_found(format!("{cid} is not pinned in the cluster")))?;
+            .ok_or_else(|| {
+                ClusterError::not_found(format!("{cid} is not pinned in the cluster"))
+            })?;
         if pin.ec.is_some() {
             let members = self.member_ids();
             let local = self.inner.local;

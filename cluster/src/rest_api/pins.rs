@@ -185,10 +185,7 @@ pub(super) async fn recover(
 /// `POST /pins/{cid}/repair` (tessera's): moves the columns of peers that are down now to live
 /// peers, without waiting for `Cluster.ReallocateAfter`, and has every holder rebuild what it
 /// lacks; answers the new statuses.
-pub(super) async fn repair(
-    State(api): State<Api>,
-    Segment(cid): Segment,
-) -> ApiResult<Response> {
+pub(super) async fn repair(State(api): State<Api>, Segment(cid): Segment) -> ApiResult<Response> {
     let cid = query::cid(&cid)?;
     let info = api.repair(cid).await?;
     Ok(json::ok(&GlobalPinInfoJson::from(&info)))
