@@ -334,53 +334,96 @@ fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_holder_killed_mid_add_never_leaves_a_pin_missing_cells() -> Result<()> {
-    tessera_tests::use_built_binary!();
-    let mut peers = start_cluster(9)?;
-    let data = pseudo_random(120 << 20, 11);
-    let path = peers[0].dir.path().join("mid-add");
+/// When the victim dies during an add.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// While the adding peer imports (before any push).
+    Import,
+    /// Once the first pushed block reached the victim.
+    FirstPush,
+}
+
+/// Adds 60 MiB erasure-coded from peer 0 and kills `victim` at `when`; checks that the add either
+/// failed and committed nothing, or committed a pin that reads back whole. Returns whether the add
+/// failed.
+fn add_with_kill(peers: &mut [Node], victim: usize, when: KillAt, seed: u64) -> Result<bool> {
+    let data = pseudo_random(60 << 20, seed);
+    let path = peers[0].dir.path().join(format!("mid-add-{seed}"));
     std::fs::write(&path, &data)?;
+    let before_pins = peers[1].ok(&["pin", "ls", "--cluster", "-q"])?;
     let repo = peers[0].repo.clone();
+    let adder_before = peers[0]
+        .prometheus("tessera_blockstore_blocks")
+        .unwrap_or(0.0);
+    let victim_before = peers[victim]
+        .prometheus("tessera_blockstore_blocks")
+        .unwrap_or(0.0);
     let adder = std::thread::spawn(move || {
         std::process::Command::new(tessera_tests::tessera_bin())
             .args(["add", "-Q", "--ec", "6+3", path.to_str().unwrap()])
             .env("TESSERA_PATH", repo)
             .output()
     });
-    // Kill a peer once the pushes are under way: wait until some peer other than the adder holds
-    // blocks it did not hold before.
-    let victim = 5;
-    let before = peers[victim]
-        .prometheus("tessera_blockstore_blocks")
-        .unwrap_or(0.0);
-    wait_for(
-        "pushes to reach the victim",
-        Duration::from_secs(120),
-        || (peers[victim].prometheus("tessera_blockstore_blocks")? > before + 10.0).then_some(()),
-    )?;
-    peers[victim].kill()?;
+    let (who, base) = match when {
+        KillAt::Import => (0, adder_before),
+        KillAt::FirstPush => (victim, victim_before),
+    };
+    // (or the add to end first: then nothing is killed mid-add and the outcome is checked as is)
+    let reached = wait_for(&format!("{when:?}"), Duration::from_secs(120), || {
+        if adder.is_finished() {
+            return Some(false);
+        }
+        (peers[who].prometheus("tessera_blockstore_blocks")? > base).then_some(true)
+    })?;
+    if reached {
+        peers[victim].kill()?;
+    }
     let out = adder.join().unwrap()?;
-    let committed = peers[1].ok(&["pin", "ls", "--cluster", "-q"])?;
+    let after_pins = peers[1].ok(&["pin", "ls", "--cluster", "-q"])?;
+    let new: Vec<&str> = after_pins
+        .lines()
+        .filter(|l| !before_pins.contains(l))
+        .collect();
     if out.status.success() {
         let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(committed.contains(&cid));
+        assert_eq!(new, vec![cid.as_str()]);
         assert!(
             cat(&peers[1], &cid)? == data,
             "a committed pin must read back whole"
         );
         println!(
-            "the add completed before the kill mattered; read back {} bytes",
-            data.len()
+            "kill at {when:?}: the add completed with every cell acknowledged; read back whole"
         );
+        Ok(false)
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        println!("the add failed cleanly: {err}");
-        assert!(
-            committed.trim().is_empty(),
-            "a failed add committed a pin: {committed}"
-        );
+        println!("kill at {when:?}: the add failed cleanly: {}", err.trim());
+        if std::env::var_os("T40_DEBUG").is_some() {
+            eprintln!("{}", peers[0].log());
+        }
+        assert!(new.is_empty(), "a failed add committed a pin: {new:?}");
+        Ok(true)
     }
-    println!("faults injected: 1 kill -9 mid-add; bytes lost: 0");
+}
+
+#[test]
+fn a_holder_killed_mid_add_never_leaves_a_pin_missing_cells() -> Result<()> {
+    tessera_tests::use_built_binary!();
+    let mut peers = start_cluster(10)?;
+    let failed_early = add_with_kill(&mut peers, 5, KillAt::Import, 11)?;
+    // Placement takes live peers only: wait until the first victim counts as down.
+    wait_for(
+        "the first victim to count as down",
+        Duration::from_secs(30),
+        || {
+            let out = peers[0].ok(&["health", "metrics", "ping"]).ok()?;
+            (out.lines().filter(|l| !l.contains("EXPIRED")).count() == 9).then_some(())
+        },
+    )?;
+    let failed_late = add_with_kill(&mut peers, 6, KillAt::FirstPush, 12)?;
+    println!(
+        "faults injected: 2 kill -9 mid-add ({} failed cleanly); bytes lost: 0",
+        u8::from(failed_early) + u8::from(failed_late)
+    );
     Ok(())
 }

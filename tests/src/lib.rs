@@ -157,7 +157,7 @@ impl Node {
         let child = Command::new(tessera_bin())
             .arg("daemon")
             .env("TESSERA_PATH", &self.repo)
-            .env("TESSERA_LOG", "info,tessera=debug,openraft=warn")
+            .env("TESSERA_LOG", "info,tessera=debug,openraft=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -283,9 +283,9 @@ pub(crate) async fn health(ctx: &Context, cmd: HealthCommand) -> Result<()> {
                 .unwrap_or(0);
             for m in ms.as_array().into_iter().flatten() {
                 let expire = m["expire"].as_i64().unwrap_or(0) as i128;
-                let left = (expire - now) / 1_000_000_000;
+                let left = expire - now;
                 let when = if left > 0 {
-                    format!("expires in {left}s")
+                    format!("expires in {:.1}s", left as f64 / 1e9)
                 } else {
                     "EXPIRED".to_string()
                 };
