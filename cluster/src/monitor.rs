@@ -89,6 +89,17 @@ impl Monitor {
         }
     }
 
+    /// Whether `peer`'s liveness metric expired more than its own TTL ago (a peer never seen is
+    /// not long gone: it may be joining).
+    pub(crate) fn long_gone(&self, peer: &PeerId) -> bool {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = latest.get(&(PING.to_string(), *peer)) else {
+            return false;
+        };
+        let ttl = m.expire_at.saturating_sub(m.received_at.min(m.expire_at));
+        now_nanos() > m.expire_at.saturating_add(ttl)
+    }
+
     /// Forgets a peer (removed from the cluster).
     pub(crate) fn forget(&self, peer: &PeerId) {
         let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());

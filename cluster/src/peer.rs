@@ -121,7 +121,10 @@ impl Cluster {
             blocks.clone(),
             index.clone(),
             local,
-            Arc::new(move |p: &PeerId| *p == local || alive_monitor.alive(p)),
+            // A peer counts as down for reads only once its metrics have been missing for a whole
+            // TTL twice over: gossip can lag behind a busy peer, and asking a dead one costs a
+            // refused dial while skipping a live one costs a reconstruction.
+            Arc::new(move |p: &PeerId| *p == local || !alive_monitor.long_gone(p)),
         );
         let ec = Arc::new(EcHolder::new(
             node.clone(),

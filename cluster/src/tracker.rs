@@ -344,24 +344,17 @@ impl Tracker {
         );
         match self.ec.reconcile(p).await {
             Ok(share) => {
-                if let Ok(Some(StoreMode::Recursive)) = self.node.pin_mode(cid).await
-                    && let Ok(true) = self.node.unpin_local(cid).await
-                {
-                    let node = self.node.clone();
-                    tokio::spawn(async move {
-                        match node.collect_garbage().await {
-                            Ok(removed) => {
-                                tracing::info!(root = %cid, removed = removed.len(), "freed the blocks of an erasure-coded pin held by other peers")
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "garbage collection after an erasure-coded pin failed")
-                            }
-                        }
-                    });
-                }
                 let status = match share {
                     Share::None => PinStatus::Remote,
-                    Share::Complete { .. } => PinStatus::Pinned,
+                    Share::Complete {
+                        replaced_root_pin, ..
+                    } => {
+                        // Collecting garbage right after an EC add lost share cells on the adding
+                        // peer in the 12-peer test (cause not found yet): the whole import stays
+                        // here until `repo gc`. See the issue notes.
+                        let _ = replaced_root_pin;
+                        PinStatus::Pinned
+                    }
                 };
                 self.set(cid, status, String::new());
             }

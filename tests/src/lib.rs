@@ -157,7 +157,11 @@ impl Node {
         let child = Command::new(tessera_bin())
             .arg("daemon")
             .env("TESSERA_PATH", &self.repo)
-            .env("TESSERA_LOG", "info,tessera=debug,openraft=error")
+            .env(
+                "TESSERA_LOG",
+                std::env::var("TESSERA_TEST_LOG")
+                    .unwrap_or_else(|_| "info,tessera=debug,openraft=error".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -27,7 +27,13 @@ pub(crate) enum Share {
     /// This peer holds no part of the pin.
     None,
     /// Every block of the share is here and pinned.
-    Complete { blocks: usize },
+    Complete {
+        /// Blocks in the share.
+        blocks: usize,
+        /// Whether a whole-DAG pin of the root was replaced (the adding peer's import): the
+        /// blocks other peers hold can now be collected.
+        replaced_root_pin: bool,
+    },
 }
 
 /// Holds the shares of EC pins on this peer.
@@ -119,7 +125,16 @@ impl EcHolder {
                 .map_err(|e| e.to_string())?;
         }
         if assigned.is_empty() {
-            return Ok(Share::None);
+            // A column of a short pin may have no cell at all: its holder holds it whole.
+            let replaced_root_pin = self.pin_share(pin.cid, Vec::new()).await?;
+            return Ok(if pin.is_allocated_to(&self.local) {
+                Share::Complete {
+                    blocks: 0,
+                    replaced_root_pin,
+                }
+            } else {
+                Share::None
+            });
         }
         let missing = {
             let s = store.clone();
@@ -140,11 +155,33 @@ impl EcHolder {
             self.fill(pin, &missing).await?;
         }
         let n = assigned.len();
-        tokio::task::spawn_blocking(move || store.pin_many(&assigned, PinMode::Direct))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(Share::Complete { blocks: n })
+        let replaced_root_pin = self.pin_share(pin.cid, assigned).await?;
+        Ok(Share::Complete {
+            blocks: n,
+            replaced_root_pin,
+        })
+    }
+
+    /// Pins the share directly and drops a recursive pin of the root, in one step that GC cannot
+    /// split: a single-block DAG's root is also its only cell, and a direct pin does nothing on a
+    /// recursively pinned CID, so the order matters. Returns whether a root pin was dropped.
+    async fn pin_share(&self, root: Cid, share: Vec<Cid>) -> Result<bool, String> {
+        let store = self.node.store().clone();
+        tokio::task::spawn_blocking(move || -> Result<bool, String> {
+            let _no_gc = store.gc_guard();
+            let dropped = match store.pin_mode(&root).map_err(|e| e.to_string())? {
+                Some(PinMode::Recursive) => store
+                    .unpin(&root, PinMode::Recursive)
+                    .map_err(|e| e.to_string())?,
+                _ => false,
+            };
+            store
+                .pin_many(&share, PinMode::Direct)
+                .map_err(|e| e.to_string())?;
+            Ok(dropped)
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Rebuilds missing blocks of the share: whole columns for cells, one by one for interior and
