@@ -89,8 +89,8 @@ class Tessera:
         self.env = dict(os.environ, TESSERA_PATH=str(self.repo), TESSERA_LOG="info,openraft=off")
         self.run("init", *init_args)
         self.run("config", "Cluster.RestAPI", "/ip4/127.0.0.1/tcp/0")
-        for key, value in config:
-            self.run("config", key, value)
+        for kv in config:
+            self.run("config", *kv)
         self.run("config", "Addresses.API", "/ip4/127.0.0.1/tcp/0")
         self.run("config", "Addresses.Gateway", "/ip4/127.0.0.1/tcp/0")
         self.run("config", "--json", "Addresses.Swarm", '["/ip4/127.0.0.1/tcp/0"]')

@@ -107,7 +107,7 @@ def main():
 
     # 2. Listing a large pinset (one peer; the pins name content nobody has, so the tracker's
     # fetches fail at once: there is no other peer to ask).
-    solo = Tessera(work / "solo", config=(("Cluster.PinRetries", "1"),))
+    solo = Tessera(work / "solo", config=(("--json", "Cluster.PinRetries", "1"),))
     big = fake_cids(a.list)
     t = time.perf_counter()
     rate = pin_many(solo.url("cluster-api"), big)
