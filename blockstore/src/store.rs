@@ -681,7 +681,10 @@ mod tests {
         store.put_many(&blocks).unwrap();
         let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
         store.pin_many(&cids, PinMode::Direct).unwrap();
-        assert!(cids.iter().all(|c| store.pin_mode(c).unwrap() == Some(PinMode::Direct)));
+        assert!(
+            cids.iter()
+                .all(|c| store.pin_mode(c).unwrap() == Some(PinMode::Direct))
+        );
         assert_eq!(store.unpin_many(&cids[..50], PinMode::Direct).unwrap(), 50);
         assert_eq!(store.unpin_many(&cids[..50], PinMode::Direct).unwrap(), 0);
         assert_eq!(store.pins().unwrap().len(), 150);

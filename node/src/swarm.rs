@@ -231,9 +231,11 @@ pub(crate) async fn start(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(SwarmHandle, Vec<Multiaddr>, Vec<String>), SwarmError> {
     let local = keypair.public().to_peer_id();
-    let (bitswap_behaviour, bitswap_handle) =
-        bitswap::Behaviour::new(bitswap::Config::default(), StoreProvider { store, producer })
-            .map_err(|e| SwarmError::Build(e.to_string()))?;
+    let (bitswap_behaviour, bitswap_handle) = bitswap::Behaviour::new(
+        bitswap::Config::default(),
+        StoreProvider { store, producer },
+    )
+    .map_err(|e| SwarmError::Build(e.to_string()))?;
     let mut slot = Some(bitswap_behaviour);
     let stream_behaviour = libp2p_stream::Behaviour::new();
     let streams = stream_behaviour.new_control();
