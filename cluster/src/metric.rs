@@ -35,3 +35,8 @@ pub fn now_nanos() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// Unix time now, in seconds.
+pub(crate) fn now_secs() -> u64 {
+    now_nanos() / 1_000_000_000
+}

@@ -39,6 +39,20 @@ pub struct EcLayout {
     pub interior: Vec<PeerId>,
 }
 
+impl EcLayout {
+    /// Every peer the layout names (column holders and interior holders), each once, in order.
+    pub fn holders(&self) -> Vec<PeerId> {
+        let set: std::collections::BTreeSet<PeerId> = self
+            .columns
+            .iter()
+            .flatten()
+            .chain(self.interior.iter())
+            .copied()
+            .collect();
+        set.into_iter().collect()
+    }
+}
+
 /// One entry of the cluster's pinset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use crate::consensus::{Applied, Consensus};
 use crate::ec::holder::{EcHolder, Share};
+use crate::metric::now_secs;
 use crate::pin::{PinMode, PinsetOp};
 use crate::status::{PeerPinInfo, PinStatus};
 
@@ -51,13 +52,6 @@ pub(crate) struct Tracker {
     changed: Notify,
     /// Shares of erasure-coded pins.
     ec: Arc<EcHolder>,
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Tracker {

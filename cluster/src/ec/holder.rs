@@ -91,14 +91,7 @@ impl EcHolder {
     fn all_blocks(&self, pin: &Pin) -> BTreeSet<Cid> {
         let mut all = BTreeSet::new();
         if let Some(layout) = &pin.ec {
-            let holders: BTreeSet<PeerId> = layout
-                .columns
-                .iter()
-                .flatten()
-                .chain(layout.interior.iter())
-                .copied()
-                .collect();
-            for h in holders {
+            for h in layout.holders() {
                 all.extend(self.index.assigned(&pin.cid, &h));
             }
         }

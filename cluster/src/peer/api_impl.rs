@@ -13,18 +13,12 @@ use super::duties::choose;
 use crate::api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};
 use crate::config::check_replication;
 use crate::metric::Metric;
+use crate::metric::now_secs;
 use crate::pin::{Pin, PinsetOp};
 use crate::rpc::{Reply, Request};
 use crate::status::{GlobalPinInfo, PeerPinInfo, PinStatus};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 impl Cluster {
     /// Asks every member (this one locally) and collects the answers, in member order.
@@ -56,12 +50,28 @@ impl Cluster {
         }
     }
 
+    /// Every member's status answer to `request` (one that is answered with a status).
+    async fn statuses(&self, request: Request) -> Vec<PeerPinInfo> {
+        self.ask_all(request)
+            .await
+            .into_iter()
+            .map(|(peer, r)| match r {
+                Ok(Reply::Status(i)) => i,
+                Ok(_) => self.error_info(peer, "unexpected reply".into()),
+                Err(e) => self.error_info(peer, e),
+            })
+            .collect()
+    }
+
+    /// The statuses of one pin, an erasure-coded pin's turned into its real redundancy.
     fn global(&self, cid: Cid, pin: Option<Pin>, infos: Vec<PeerPinInfo>) -> GlobalPinInfo {
-        GlobalPinInfo {
+        let mut g = GlobalPinInfo {
             cid,
             pin,
             peer_map: infos.into_iter().map(|i| (i.peer.to_string(), i)).collect(),
-        }
+        };
+        self.ec_status(&mut g);
+        g
     }
 
     fn get_pin(&self, cid: &Cid) -> Result<Option<Pin>, ClusterError> {
@@ -244,19 +254,9 @@ impl ClusterApi for Cluster {
         let infos = if local {
             vec![self.inner.tracker.status(cid).await]
         } else {
-            self.ask_all(Request::Status(cid))
-                .await
-                .into_iter()
-                .map(|(peer, r)| match r {
-                    Ok(Reply::Status(i)) => i,
-                    Ok(_) => self.error_info(peer, "unexpected reply".into()),
-                    Err(e) => self.error_info(peer, e),
-                })
-                .collect()
+            self.statuses(Request::Status(cid)).await
         };
-        let mut g = self.global(cid, pin, infos);
-        self.ec_status(&mut g);
-        Ok(g)
+        Ok(self.global(cid, pin, infos))
     }
 
     fn status_all(
@@ -314,9 +314,7 @@ impl ClusterApi for Cluster {
                 {
                     continue;
                 }
-                let mut g = cluster.global(cid, pin, infos);
-                cluster.ec_status(&mut g);
-                out.push(Ok(g));
+                out.push(Ok(cluster.global(cid, pin, infos)));
             }
             stream::iter(out)
         }
@@ -335,15 +333,7 @@ impl ClusterApi for Cluster {
             self.inner.tracker.recover(cid);
             vec![self.inner.tracker.status(cid).await]
         } else {
-            self.ask_all(Request::Recover(cid))
-                .await
-                .into_iter()
-                .map(|(peer, r)| match r {
-                    Ok(Reply::Status(i)) => i,
-                    Ok(_) => self.error_info(peer, "unexpected reply".into()),
-                    Err(e) => self.error_info(peer, e),
-                })
-                .collect()
+            self.statuses(Request::Recover(cid)).await
         };
         Ok(self.global(cid, pin, infos))
     }

@@ -11,27 +11,9 @@ use super::duties::candidates;
 use crate::api::{ClusterError, PinOptions};
 use crate::ec::encode::encode_and_distribute;
 use crate::ec::placement::{Placement, replacement, tolerated_failures};
-use crate::pin::{EcLayout, Pin, PinMode, PinsetOp};
+use crate::metric::now_secs;
+use crate::pin::{Pin, PinMode, PinsetOp};
 use crate::status::{GlobalPinInfo, PinStatus};
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Every peer an EC layout names.
-pub(super) fn holders(layout: &EcLayout) -> Vec<PeerId> {
-    let set: BTreeSet<PeerId> = layout
-        .columns
-        .iter()
-        .flatten()
-        .chain(layout.interior.iter())
-        .copied()
-        .collect();
-    set.into_iter().collect()
-}
 
 impl Cluster {
     /// Erasure-codes the DAG under `cid` (fetching what is not here), pushes every block to its
@@ -89,7 +71,7 @@ impl Cluster {
             name: options.name,
             replication_min: i32::from(k) + i32::from(m),
             replication_max: i32::from(k) + i32::from(m),
-            allocations: holders(&layout),
+            allocations: layout.holders(),
             user_allocations: Vec::new(),
             metadata: options.metadata,
             expire_at: options.expire_at,
@@ -112,7 +94,7 @@ impl Cluster {
         gone: &dyn Fn(&PeerId) -> bool,
     ) -> Option<PinsetOp> {
         let layout = pin.ec.as_ref()?;
-        if !holders(layout).iter().any(gone) {
+        if !layout.holders().iter().any(gone) {
             return None;
         }
         let cands: Vec<_> = candidates(self)
@@ -150,7 +132,7 @@ impl Cluster {
         }
         tracing::info!(cid = %pin.cid, "moving erasure-coded columns away from peers that are down");
         let mut p = pin.clone();
-        p.allocations = holders(&new);
+        p.allocations = new.holders();
         p.ec = Some(new);
         Some(PinsetOp::Pin(p))
     }
