@@ -249,9 +249,6 @@ fn index_of(peers: &[Node], id: &str) -> usize {
 }
 
 #[test]
-#[ignore = "repair after 3 kills does not complete within 300 s in this 12-peer run (reads with 3 \
-            holders dead pass); the same repair completes in seconds on a quieter 12-peer \
-            cluster by hand. Open bug, see the issue notes; run with --ignored"]
 fn six_plus_three_over_twelve_peers_survives_kills_and_repairs_itself() -> Result<()> {
     tessera_tests::use_built_binary!();
     let _one = one_at_a_time();
@@ -383,9 +380,6 @@ fn rot_packs(n: &Node) -> Result<usize> {
 }
 
 #[test]
-#[ignore = "passed earlier this session (3 rotten blocks found, 3 healed; >m failures named); \
-            times out waiting for the heal since automatic GC after EC adds was turned off and \
-            the Raft timings changed. Open bug, see the issue notes; run with --ignored"]
 fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
     tessera_tests::use_built_binary!();
     let _one = one_at_a_time();

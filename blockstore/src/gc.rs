@@ -114,6 +114,15 @@ impl Blockstore {
         report: &mut GcReport,
     ) -> Result<HashSet<Vec<u8>>, GcError> {
         let mut marked: HashSet<Vec<u8>> = HashSet::new();
+        for key in self.live_leases() {
+            if t.blocks
+                .get(&key[..])
+                .map_err(StorageError::from)?
+                .is_some()
+            {
+                marked.insert(key);
+            }
+        }
         let mut stack: Vec<Cid> = Vec::new();
         for entry in t.pins.iter().map_err(StorageError::from)? {
             let (k, v) = entry.map_err(StorageError::from)?;

@@ -31,6 +31,7 @@ mod compact;
 mod config;
 mod error;
 mod gc;
+mod lease;
 mod pack;
 mod pack_cache;
 mod pin;

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) gc_lock: RwLock<()>,
     /// One GC or compaction at a time.
     pub(crate) maintenance: Mutex<()>,
+    /// Blocks kept from GC without a pin, for a while (see `lease.rs`).
+    pub(crate) leases: Mutex<crate::lease::Leases>,
     counters: Arc<WriterCounters>,
     tx: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
@@ -167,6 +169,7 @@ impl Blockstore {
                 current_pack,
                 gc_lock: RwLock::new(()),
                 maintenance: Mutex::new(()),
+                leases: Mutex::default(),
                 counters,
                 tx: Some(tx),
                 writer: Some(writer),

@@ -103,7 +103,7 @@ impl Default for ClusterConfig {
             pin_timeout: "10m".into(),
             tags: BTreeMap::new(),
             allocate_by: vec!["tag:group".into(), "freespace".into()],
-            max_voters: 5,
+            max_voters: 7,
             heartbeat: "200ms".into(),
             election_timeout: "1s".into(),
             snapshot_after: 5000,

@@ -59,6 +59,8 @@ struct Inner {
     /// Rotten blocks the scrub found, and those rebuilt, since start.
     scrub_found: std::sync::atomic::AtomicU64,
     scrub_healed: std::sync::atomic::AtomicU64,
+    /// Blocks the scrub found rotten that are not whole again yet.
+    rotten: Mutex<HashSet<cid::Cid>>,
     /// Peers that proved the secret through a join, trusted before the membership lists them.
     trusted: Mutex<HashSet<PeerId>>,
     /// The gossipsub topic of this cluster's metrics (derived from the secret, so that two
@@ -164,6 +166,7 @@ impl Cluster {
                 ec,
                 scrub_found: Default::default(),
                 scrub_healed: Default::default(),
+                rotten: Default::default(),
                 trusted: Mutex::new(HashSet::new()),
                 topic,
             }),
@@ -244,10 +247,18 @@ impl Cluster {
         .boxed())
     }
 
+    fn lock_rotten(&self) -> std::sync::MutexGuard<'_, HashSet<cid::Cid>> {
+        self.inner.rotten.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Re-hashes stored blocks in the background, and rebuilds rotten blocks of erasure-coded
     /// shares: every few seconds, what the store holds as corrupt (found by the scrub or by a
     /// verified read) and the EC index locates is rebuilt from its stripe and stored again. Blocks
     /// the index does not know yet (its pins are still loading) are tried again at the next pass.
+    ///
+    /// A rotten cell may also come back through the pin tracker, whose reconcile rebuilds any
+    /// missing block of the share: `healed` counts corrupt blocks that are whole again, whoever
+    /// put them back.
     fn start_scrub(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
         use std::sync::atomic::Ordering;
         let cluster = self.clone();
@@ -259,12 +270,33 @@ impl Cluster {
                     _ = tick.tick() => {}
                     _ = stop.wait_for(|v| *v) => return,
                 }
+                let rotten: Vec<cid::Cid> = cluster.lock_rotten().iter().copied().collect();
                 let store = cluster.inner.node.store().clone();
-                let corrupt =
-                    match tokio::task::spawn_blocking(move || store.corrupt_blocks()).await {
-                        Ok(Ok(c)) if !c.is_empty() => c,
-                        _ => continue,
-                    };
+                let Ok(Ok((back, corrupt))) = tokio::task::spawn_blocking(move || {
+                    let back: Vec<cid::Cid> = rotten
+                        .into_iter()
+                        .filter(|c| store.has(c).unwrap_or(false))
+                        .collect();
+                    store.corrupt_blocks().map(|c| (back, c))
+                })
+                .await
+                else {
+                    continue;
+                };
+                if !back.is_empty() {
+                    let mut rotten = cluster.lock_rotten();
+                    for c in &back {
+                        rotten.remove(c);
+                    }
+                    cluster
+                        .inner
+                        .scrub_healed
+                        .fetch_add(back.len() as u64, Ordering::Relaxed);
+                    tracing::info!(blocks = back.len(), "rotten blocks are whole again");
+                }
+                if corrupt.is_empty() {
+                    continue;
+                }
                 let (healed, failed) = crate::ec::scrub::heal(
                     &cluster.inner.ec.rebuilder,
                     cluster.inner.node.store(),
@@ -272,10 +304,6 @@ impl Cluster {
                 )
                 .await;
                 if healed + failed > 0 {
-                    cluster
-                        .inner
-                        .scrub_healed
-                        .fetch_add(healed, Ordering::Relaxed);
                     tracing::info!(
                         healed,
                         failed,
@@ -294,6 +322,7 @@ impl Cluster {
                     c2.inner
                         .scrub_found
                         .fetch_add(cids.len() as u64, Ordering::Relaxed);
+                    c2.lock_rotten().extend(cids);
                 },
                 shutdown,
             )

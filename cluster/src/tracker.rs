@@ -52,6 +52,10 @@ pub(crate) struct Tracker {
     changed: Notify,
     /// Shares of erasure-coded pins.
     ec: Arc<EcHolder>,
+    /// A collection of the adding peer's import is scheduled and not started yet.
+    gc_scheduled: std::sync::atomic::AtomicBool,
+    /// Held by the collection that runs.
+    gc_turn: tokio::sync::Mutex<()>,
 }
 
 impl Tracker {
@@ -79,6 +83,8 @@ impl Tracker {
             work: Notify::new(),
             changed: Notify::new(),
             ec,
+            gc_scheduled: Default::default(),
+            gc_turn: Default::default(),
         });
         for _ in 0..concurrency.max(1) {
             let t = tracker.clone();
@@ -343,10 +349,9 @@ impl Tracker {
                     Share::Complete {
                         replaced_root_pin, ..
                     } => {
-                        // Collecting garbage right after an EC add lost share cells on the adding
-                        // peer in the 12-peer test (cause not found yet): the whole import stays
-                        // here until `repo gc`. See the issue notes.
-                        let _ = replaced_root_pin;
+                        if replaced_root_pin {
+                            self.collect_import();
+                        }
                         PinStatus::Pinned
                     }
                 };
@@ -354,6 +359,31 @@ impl Tracker {
             }
             Err(e) => self.failed(cid, e),
         }
+    }
+
+    /// Frees the adding peer's whole import of an EC pin, now that only its share is pinned: a
+    /// GC soon, one at a time, and one for many adds that end together. Blocks other adds pushed
+    /// here and not pinned yet are leased, so GC leaves them.
+    fn collect_import(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.gc_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let t = self.clone();
+        tokio::spawn(async move {
+            let _one = t.gc_turn.lock().await;
+            // From here on, another add that ends schedules a new collection.
+            t.gc_scheduled.store(false, Ordering::Release);
+            match t.node.collect_garbage().await {
+                Ok(removed) => tracing::info!(
+                    removed = removed.len(),
+                    "freed the blocks of erasure-coded adds that other peers hold"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collection after an erasure-coded add failed")
+                }
+            }
+        });
     }
 
     /// Counts an attempt; false when the CID stays in error until `recover`.

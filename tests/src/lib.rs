@@ -357,6 +357,11 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.kill();
+        // To read a failed run's daemon logs and repos afterwards.
+        if std::env::var_os("TESSERA_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept {}", self.dir.path().display());
+        }
     }
 }
 

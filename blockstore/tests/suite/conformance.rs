@@ -38,6 +38,10 @@ macro_rules! suite {
                 super::gc_keeps_what_pins_reach(config());
             }
             #[test]
+            fn gc_keeps_leased_blocks_until_the_lease_ends() {
+                super::gc_keeps_leased_blocks_until_the_lease_ends(config());
+            }
+            #[test]
             fn gc_tolerates_incomplete_dags_and_bad_links() {
                 super::gc_tolerates_incomplete_dags_and_bad_links(config());
             }
@@ -220,6 +224,36 @@ fn gc_keeps_what_pins_reach(config: Config) {
     store.unpin(mid2.cid(), PinMode::Direct).unwrap();
     store.gc(&links).unwrap();
     assert_eq!(store.stat().unwrap().blocks, 0);
+}
+
+fn gc_keeps_leased_blocks_until_the_lease_ends(config: Config) {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &config);
+    let (a, b, c, d) = (leaf(3000, 1), leaf(70_000, 2), leaf(10, 3), leaf(500, 4));
+    store
+        .put_many(&[a.clone(), b.clone(), c.clone(), d.clone()])
+        .unwrap();
+    let hour = Instant::now() + Duration::from_secs(3600);
+    store.lease(&[*a.cid(), *b.cid()], hour);
+    // Already over: kept by nothing.
+    store.lease(&[*c.cid()], Instant::now());
+    // Leased before it arrives, as a push may be.
+    let late = leaf(900, 5);
+    store.lease(&[*late.cid()], hour);
+    store.put(&late).unwrap();
+    let report = store.gc(&links).unwrap();
+    assert_eq!(report.blocks_removed, 2, "{report:?}");
+    for kept in [&a, &b, &late] {
+        assert_eq!(store.get(kept.cid()).unwrap().as_ref(), Some(kept.data()));
+    }
+    assert!(!store.has(c.cid()).unwrap() && !store.has(d.cid()).unwrap());
+    // Released (pinned elsewhere, or given up): the next GC takes it.
+    store.release(&[*a.cid()]);
+    store.gc(&links).unwrap();
+    assert!(!store.has(a.cid()).unwrap());
+    assert!(store.has(b.cid()).unwrap());
+    assert_eq!(store.leased(), 2);
 }
 
 fn gc_tolerates_incomplete_dags_and_bad_links(config: Config) {

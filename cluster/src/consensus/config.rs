@@ -31,7 +31,7 @@ impl Default for ConsensusConfig {
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
             snapshot_after: 5000,
-            max_voters: 5,
+            max_voters: 7,
         }
     }
 }

@@ -147,6 +147,52 @@ impl Consensus {
         Ok(self.promote_learners().await.unwrap_or(index).max(index))
     }
 
+    /// On the leader: demotes voters that `down` says are gone to learners and fills the free
+    /// seats with live learners that are nearly caught up, in one joint-consensus change.
+    ///
+    /// Why: a fixed set of voters would lose its quorum to failures spread over time that the
+    /// cluster as a whole survives (kill 3 voters, repair, kill 3 more). Demoting the dead keeps
+    /// the quorum among the living; a demoted peer that comes back is a learner and takes the
+    /// next free seat. Best effort: does nothing when not the leader or when nothing changes;
+    /// returns the index of the change it wrote.
+    pub async fn rotate_voters(&self, down: &BTreeSet<PeerId>) -> Option<u64> {
+        let metrics = self.metrics();
+        let replication = metrics.replication.as_ref()?;
+        let last = metrics.last_log_index.unwrap_or(0);
+        let membership = metrics.membership_config.membership();
+        let down: BTreeSet<NodeId> = down.iter().map(node_id).collect();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut next: BTreeSet<NodeId> = voters.difference(&down).copied().collect();
+        if next.is_empty() {
+            return None;
+        }
+        let seats = self.inner.config.max_voters.saturating_sub(next.len());
+        next.extend(
+            membership
+                .learner_ids()
+                .filter(|id| !down.contains(id))
+                .filter(|id| {
+                    replication
+                        .get(id)
+                        .and_then(|m| *m)
+                        .is_some_and(|m| m.index + PROMOTE_LAG >= last)
+                })
+                .take(seats),
+        );
+        if next == voters {
+            return None;
+        }
+        tracing::info!(from = ?voters, to = ?next, "replacing voters that are down");
+        let change = ChangeMembers::ReplaceAllVoters(next);
+        match self.written(self.inner.raft.change_membership(change, true).await) {
+            Ok(index) => Some(index),
+            Err(e) => {
+                tracing::info!(error = %e, "could not replace voters that are down");
+                None
+            }
+        }
+    }
+
     /// Fills free voter seats with learners that are nearly caught up; best effort, since the
     /// removal it follows has already succeeded. Returns the last membership index it wrote.
     async fn promote_learners(&self) -> Option<u64> {

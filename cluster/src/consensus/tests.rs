@@ -380,6 +380,53 @@ async fn members_beyond_max_voters_stay_learners() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_that_die_over_time_are_replaced_and_the_quorum_holds() {
+    let config = ConsensusConfig {
+        max_voters: 3,
+        ..test_config()
+    };
+    let harness = Harness::new(config);
+    let mut nodes = harness.form(3).await;
+    for _ in 0..3 {
+        let learner = harness.start(PeerId::random()).await;
+        let peer = learner.inner.local;
+        nodes[0]
+            .add_member(peer, vec![Harness::addr(&peer)], true)
+            .await
+            .unwrap();
+        nodes.push(learner);
+    }
+    let leader = nodes[0].clone();
+    assert_eq!(leader.status().voters.len(), 3);
+    // Two voters of three die one after the other: without rotation the second loses the quorum.
+    for (round, dead) in [1usize, 2].into_iter().enumerate() {
+        let peer = nodes[dead].inner.local;
+        harness.cut(peer);
+        let mut written = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while written.is_none() {
+            assert!(Instant::now() < deadline, "no rotation in round {round}");
+            written = leader.rotate_voters(&[peer].into()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let voters = leader.status().voters;
+        assert_eq!(voters.len(), 3, "{voters:?}");
+        assert!(!voters.contains(&peer), "a dead voter kept its seat");
+        assert!(
+            leader.members().iter().any(|m| m.peer == peer && !m.voter),
+            "a dead voter stays a member, as learner"
+        );
+        // Nothing more to do: a second call writes nothing.
+        assert_eq!(leader.rotate_voters(&[peer].into()).await, None);
+    }
+    // The quorum is among the living: changes still commit.
+    leader
+        .submit(PinsetOp::Pin(pin(7)))
+        .await
+        .expect("a commit after two voters of three died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_an_error_answer() {
     let harness = Harness::new(test_config());
     let nodes = harness.form(1).await;

@@ -41,6 +41,18 @@ use crate::frame::{read_frame, write_frame};
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/cluster/blocks/1.0.0");
 
 /// First frame of a push session.
+/// How long pushed blocks are kept from GC before their pin reaches this peer's tracker, which
+/// pins them (see `Blockstore::lease`). An add that has not committed by then has failed, and its
+/// blocks are garbage.
+pub(crate) const PUSH_LEASE: Duration = Duration::from_secs(3600);
+
+/// Keeps `blocks` from GC for [`PUSH_LEASE`]; taken before they are stored, so that no GC can
+/// fall between the write and the lease.
+pub(crate) fn lease(store: &Blockstore, blocks: &[Block]) {
+    let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
+    store.lease(&cids, std::time::Instant::now() + PUSH_LEASE);
+}
+
 const PUSH: u8 = 1;
 /// First byte of a fetch request.
 const FETCH: u8 = 2;
@@ -580,6 +592,7 @@ async fn store_batches(
                     for b in &batch {
                         tessera_blockstore::verify(b.cid(), b.data()).map_err(|e| e.to_string())?;
                     }
+                    lease(&store, &batch);
                     store
                         .put_many(&batch)
                         .map_err(|e| format!("cannot store the blocks: {e}"))?;

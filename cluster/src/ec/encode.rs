@@ -396,6 +396,7 @@ impl<'a> Sinks<'a> {
         self.batch_bytes = 0;
         let store = self.store.clone();
         self.storing = Some(tokio::task::spawn_blocking(move || {
+            super::blocks::lease(&store, &batch);
             store
                 .put_many(&batch)
                 .map(|()| batch.iter().map(|b| *b.cid()).collect())

@@ -98,17 +98,26 @@ impl EcHolder {
         all
     }
 
+    /// The blocks among `cids` that no EC pin makes this peer hold. Direct pins are not counted
+    /// per pin, and the same block may occur in several pins (a cell of zeros, a file added twice
+    /// with other options): unpinning a block because one pin no longer needs it here would
+    /// let GC take it from under another pin's share.
+    fn not_mine(&self, cids: impl Iterator<Item = Cid>) -> Vec<Cid> {
+        cids.filter(|c| !self.index.must_hold(c, &self.local))
+            .collect()
+    }
+
     /// Brings this peer's share of `pin` to complete and pinned, rebuilding what is missing, and
     /// unpins the rest of the pin's blocks.
     pub(crate) async fn reconcile(&self, pin: &Pin) -> Result<Share, String> {
         self.index_pin(pin).await?;
         let assigned = self.index.assigned(&pin.cid, &self.local);
         let mine: BTreeSet<Cid> = assigned.iter().copied().collect();
-        let others: Vec<Cid> = self
-            .all_blocks(pin)
-            .into_iter()
-            .filter(|c| !mine.contains(c))
-            .collect();
+        let others = self.not_mine(
+            self.all_blocks(pin)
+                .into_iter()
+                .filter(|c| !mine.contains(c)),
+        );
         let store = self.node.store().clone();
         if !others.is_empty() {
             let s = store.clone();
@@ -171,6 +180,8 @@ impl EcHolder {
             store
                 .pin_many(&share, PinMode::Direct)
                 .map_err(|e| e.to_string())?;
+            // Pinned now: the lease taken when they were pushed has done its work.
+            store.release(&share);
             Ok(dropped)
         })
         .await
@@ -207,10 +218,13 @@ impl EcHolder {
         }
         if !rebuilt.is_empty() {
             let store = self.node.store().clone();
-            tokio::task::spawn_blocking(move || store.put_many(&rebuilt))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            tokio::task::spawn_blocking(move || {
+                super::blocks::lease(&store, &rebuilt);
+                store.put_many(&rebuilt)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -222,6 +236,7 @@ impl EcHolder {
             None => self.index.assigned(pin_root, &self.local),
         };
         self.index.remove(pin_root);
+        let blocks = self.not_mine(blocks.into_iter());
         if blocks.is_empty() {
             return Ok(());
         }

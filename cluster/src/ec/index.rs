@@ -558,6 +558,7 @@ pub(crate) async fn load_manifest_from(
                 .into_iter()
                 .map(|(cid, bytes)| Block::new_unchecked(cid, bytes))
                 .collect();
+            super::blocks::lease(&store, &blocks);
             store.put_many(&blocks).map_err(|e| RebuildError::Store {
                 reason: e.to_string(),
             })?;

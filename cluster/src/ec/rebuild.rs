@@ -479,6 +479,8 @@ impl Rebuilder {
     async fn put(&self, blocks: Vec<Block>) -> Result<(), RebuildError> {
         let store = self.inner.store.clone();
         blocking(move || {
+            // Kept from GC until the reconcile that asked for them pins them.
+            super::blocks::lease(&store, &blocks);
             store.put_many(&blocks).map_err(|e| RebuildError::Store {
                 reason: e.to_string(),
             })

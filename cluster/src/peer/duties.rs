@@ -1,7 +1,7 @@
 //! The cluster peer's background work: joining, staying connected to members, broadcasting and
 //! collecting metrics, and the leader's chores (expiring pins, re-allocating pins of dead peers).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
@@ -303,6 +303,12 @@ async fn leader_chores(cluster: Cluster) {
                     .get(p)
                     .is_some_and(|since| now.saturating_sub(*since) >= grace)
         };
+        let down: BTreeSet<PeerId> = members
+            .iter()
+            .filter(|p| **p != cluster.inner.local && gone(p))
+            .copied()
+            .collect();
+        cluster.inner.consensus.rotate_voters(&down).await;
         let now_secs = now / 1_000_000_000;
         let mut after = None;
         let mut ops = Vec::new();

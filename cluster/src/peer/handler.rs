@@ -218,7 +218,7 @@ impl tessera_node::MetricsSource for Cluster {
             );
             let _ = writeln!(
                 out,
-                "# HELP tessera_cluster_scrub_healed_total Rotten blocks rebuilt from their stripes.\n# TYPE tessera_cluster_scrub_healed_total counter\ntessera_cluster_scrub_healed_total {healed}"
+                "# HELP tessera_cluster_scrub_healed_total Rotten blocks that are whole again.\n# TYPE tessera_cluster_scrub_healed_total counter\ntessera_cluster_scrub_healed_total {healed}"
             );
             let alive = cluster
                 .member_ids()
