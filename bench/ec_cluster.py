@@ -3,7 +3,8 @@
 
 - EC add throughput (`tessera add --ec 6+3`: import, stripe encoding, pushes to 9 holders,
   commit) against Kubo's `ipfs add` of the same file;
-- `cat` with every peer up, then with 3 holders of the first group killed (degraded reads);
+- `cat` with every peer up, then with 3 holders of the first group killed (degraded reads), each
+  on a peer that never read the file (so that nothing is served from what an earlier read kept);
 - time to restore full redundancy after one more peer dies (repair onto the spare peers: this
   run uses 12 peers so that repairs have somewhere to go, 9 holders per group);
 - bytes on disk across the cluster against the file size (after the adding peer's GC);
@@ -106,17 +107,24 @@ def main():
     assert cid == kcid, (cid, kcid)
     rss = p0.peak_rss()
     wait("full redundancy", lambda: full(p0, cid))
-    # Let the adding peer's GC and compaction finish before measuring the disks.
-    time.sleep(2)
+    # The adding peer collects its own import once it holds only its share; wait for that GC
+    # (and its compaction) to end before measuring the disks and reading.
+    log = work / "p0" / "tessera-daemon.log"
+    wait("the adding peer's GC", lambda: b"freed the blocks of erasure-coded adds" in log.read_bytes(), 600)
     stored = sum(disk_used(p.repo / "blocks") for p in peers)
 
-    healthy = timed_cat(p0, cid, src)
+    # Each read runs on a peer that has not read the file before: a read keeps what it fetched
+    # (as Kubo keeps what Bitswap brought, until GC), so a second read on the same peer would be
+    # local. The two readers are never killed.
+    healthy_reader, degraded_reader = a.peers - 1, a.peers - 2
+    healthy = timed_cat(peers[healthy_reader], cid, src)
 
     # Repair: one holder dies; time until every group has 9 live holders again.
     def holders():
         return {h for g in rest(p0, f"/allocations/{cid}")["erasure"]["columns"] for h in g}
 
-    first = next(i for i in range(1, a.peers) if ids[i] in holders())
+    readers = (healthy_reader, degraded_reader)
+    first = next(i for i in range(1, a.peers) if ids[i] in holders() and i not in readers)
     start = time.perf_counter()
     peers[first].proc.kill()
     peers[first].proc.wait()
@@ -125,11 +133,11 @@ def main():
 
     # Degraded reads: 3 holders of the first group dead.
     group0 = rest(p0, f"/allocations/{cid}")["erasure"]["columns"][0]
-    victims = [i for i in range(1, a.peers) if ids[i] in group0 and i != first][:3]
+    victims = [i for i in range(1, a.peers) if ids[i] in group0 and i != first and i not in readers][:3]
     for v in victims:
         peers[v].proc.kill()
         peers[v].proc.wait()
-    degraded = timed_cat(p0, cid, src)
+    degraded = timed_cat(peers[degraded_reader], cid, src)
     victims.append(first)
 
     print(f"file {human(size)}; {a.peers} peers; 6+3")

@@ -87,6 +87,8 @@ const FETCH_BYTES: usize = 64 << 20;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A sender waiting for acknowledgements gives up after this long without one.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Tries of one fetch request whose stream broke.
+const FETCH_ATTEMPTS: u32 = 3;
 /// One fetch round trip, answer included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// A receiver drops a push that sent nothing for this long: the sender may legitimately pause
@@ -181,16 +183,26 @@ impl BlockClient {
         let mut rest = cids;
         while !rest.is_empty() {
             let ask = &rest[..rest.len().min(FETCH_CIDS)];
-            let (blocks, answered) =
+            let mut attempt = 1;
+            let (blocks, answered) = loop {
                 match tokio::time::timeout(FETCH_TIMEOUT, self.fetch_round(peer, ask)).await {
-                    Ok(r) => r?,
+                    Ok(Ok(r)) => break r,
+                    // A connection closed under the stream (an idle connection being shut as the
+                    // stream opened, seen with several peers killed nearby): a new stream on a
+                    // new connection usually works, and a degraded read may need this very cell.
+                    Ok(Err(BlockError::Broken { reason, .. })) if attempt < FETCH_ATTEMPTS => {
+                        tracing::debug!(%peer, %reason, attempt, "block fetch broke; retrying");
+                        attempt += 1;
+                    }
+                    Ok(Err(e)) => return Err(e),
                     Err(_) => {
                         return Err(BlockError::Timeout {
                             peer,
                             after: FETCH_TIMEOUT,
                         });
                     }
-                };
+                }
+            };
             out.extend(blocks);
             rest = &rest[answered..];
         }

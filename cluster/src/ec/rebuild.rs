@@ -13,7 +13,7 @@
 // make matching on them clumsier.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cid::Cid;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{FuturesUnordered, StreamExt};
 use libp2p::PeerId;
 use tessera_bitswap_ec::{Group, LoadError, Manifest, ReconstructError, Reconstructor, Stripe};
@@ -191,6 +191,9 @@ pub(crate) enum RebuildError {
     Store { reason: String },
     #[error("a rebuild task stopped: {reason}")]
     Task { reason: String },
+    /// The error of a stripe read that several readers waited for.
+    #[error(transparent)]
+    Shared(Arc<RebuildError>),
 }
 
 /// Produces blocks of erasure-coded pins and rebuilds columns. Cheap to clone.
@@ -207,7 +210,13 @@ struct Inner {
     alive: Alive,
     stripes_in_flight: AtomicUsize,
     hedge: Duration,
+    /// Stripes being read for reads, by pin and stripe index: one gather and one decode serve
+    /// every reader of the stripe's cells at that moment (see [`Rebuilder::read_cell`]).
+    reads: std::sync::Mutex<HashMap<(Cid, u64), StripeRead>>,
 }
+
+/// A stripe read that many readers may await: every data cell of the stripe by CID.
+type StripeRead = Shared<BoxFuture<'static, Result<Arc<HashMap<Cid, Bytes>>, Arc<RebuildError>>>>;
 
 impl Rebuilder {
     pub(crate) fn new(
@@ -237,6 +246,7 @@ impl Rebuilder {
                 alive,
                 stripes_in_flight: AtomicUsize::new(DEFAULT_STRIPES_IN_FLIGHT),
                 hedge: HEDGE,
+                reads: Default::default(),
             }),
         }
     }
@@ -298,17 +308,7 @@ impl Rebuilder {
             .get(stripe)
             .cloned()
             .ok_or(RebuildError::UnknownBlock { cid })?;
-        let rebuild = async {
-            let rec = reconstructor(&root, &manifest)?;
-            let (mut blocks, error) = self
-                .rebuild_stripes(root, &layout, &manifest, group, rec, vec![stripe], column)
-                .await;
-            match (blocks.pop(), error) {
-                (Some(b), _) => Ok(b.into_parts().1),
-                (None, Some(e)) => Err(e),
-                (None, None) => Err(RebuildError::UnknownBlock { cid }),
-            }
-        };
+        let rebuild = self.read_cell(root, layout.clone(), manifest, group, stripe, column, cid);
         match holder(&layout, group, column) {
             Some(h) if h != i.local && (i.alive)(&h) => {
                 hedged(self.fetch_cell(h, cid), rebuild, i.hedge).await
@@ -525,26 +525,16 @@ impl Rebuilder {
                 continue;
             }
             if error.is_none() {
-                let missing = (0..shape.columns())
-                    .filter(|&c| {
-                        c != column
-                            && cells[c].is_none()
-                            && stripe.cid(shape.data_shards, c).is_some()
-                    })
-                    .map(|c| MissingCell {
-                        column: c,
-                        holder: holder(layout, group, c),
-                        why: absences[c].clone(),
-                    })
-                    .collect();
-                error = Some(RebuildError::TooFewCells {
+                error = Some(too_few(
                     root,
-                    stripe: stripe.index,
+                    layout,
+                    group,
+                    (shape.data_shards, shape.columns()),
+                    &stripe,
                     column,
-                    have,
-                    need,
-                    missing,
-                });
+                    &cells,
+                    &absences,
+                ));
             }
         }
         if batch.is_empty() {
@@ -565,6 +555,137 @@ impl Rebuilder {
             }
         }
         (blocks, error)
+    }
+
+    /// Cell `cid` (column `column` of `stripe`) rebuilt from its stripe, for a read.
+    ///
+    /// Why a shared stripe read: a reader asks for the cells of a file in order, many at once, so
+    /// the cells of a stripe whose holders died are asked for together. Rebuilt one by one, each
+    /// would gather `k` cells: with 3 of 6 data columns dead, 3.5 times the healthy traffic.
+    /// Instead the first asker starts one task that gathers `k` cells and decodes every missing
+    /// data cell; everyone asking for a cell of that stripe meanwhile waits for it. The task runs
+    /// to its end even if its askers go away, and then leaves the table, so nothing stays behind.
+    #[allow(clippy::too_many_arguments)]
+    fn read_cell(
+        &self,
+        root: Cid,
+        layout: EcLayout,
+        manifest: Arc<Manifest>,
+        group: usize,
+        stripe: Stripe,
+        column: usize,
+        cid: Cid,
+    ) -> impl Future<Output = Result<Bytes, RebuildError>> + Send + 'static {
+        let key = (root, stripe.index);
+        let (layout2, manifest2, stripe2) = (layout.clone(), manifest.clone(), stripe.clone());
+        let flight = {
+            let mut reads = self.inner.reads.lock().unwrap_or_else(|e| e.into_inner());
+            match reads.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let this = self.clone();
+                    let task = tokio::spawn(async move {
+                        let got = this
+                            .read_stripe(root, &layout, &manifest, group, stripe, column)
+                            .await
+                            .map(Arc::new)
+                            .map_err(Arc::new);
+                        this.inner
+                            .reads
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        got
+                    });
+                    let f = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(Arc::new(RebuildError::Task {
+                                reason: e.to_string(),
+                            }))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    reads.insert(key, f.clone());
+                    f
+                }
+            }
+        };
+        let this = self.clone();
+        async move {
+            match flight.await {
+                Ok(cells) => match cells.get(&cid) {
+                    Some(b) => Ok(b.clone()),
+                    // A parity cell, and the shared read was for data cells: read it alone.
+                    None => this
+                        .read_stripe(root, &layout2, &manifest2, group, stripe2, column)
+                        .await?
+                        .remove(&cid)
+                        .ok_or(RebuildError::UnknownBlock { cid }),
+                },
+                Err(e) => Err(Arc::try_unwrap(e).unwrap_or_else(RebuildError::Shared)),
+            }
+        }
+    }
+
+    /// Every data cell of `stripe`: gathered (local store, then the group's other holders) until
+    /// `k` cells are in, and the data cells still missing decoded from them. `column` is the
+    /// cell the first reader wants; its own holder is not asked (it failed or is down).
+    async fn read_stripe(
+        &self,
+        root: Cid,
+        layout: &EcLayout,
+        manifest: &Manifest,
+        group: usize,
+        stripe: Stripe,
+        column: usize,
+    ) -> Result<HashMap<Cid, Bytes>, RebuildError> {
+        let rec = reconstructor(&root, manifest)?;
+        let shape = manifest.header.layout;
+        let k = shape.data_shards;
+        let gather = Gather::new(k, shape.columns(), column, vec![stripe]);
+        let store = self.inner.store.clone();
+        let mut gather = blocking(move || {
+            let mut g = gather;
+            g.take_local(&store);
+            g
+        })
+        .await?;
+        let absences = self.gather_remote(layout, group, &mut gather).await;
+        let (Some(stripe), Some(cells)) = (gather.stripes.pop(), gather.cells.pop()) else {
+            return Err(RebuildError::Task {
+                reason: "the gather lost its stripe".into(),
+            });
+        };
+        if cells.iter().flatten().count() < stripe.data.len() {
+            return Err(too_few(
+                root,
+                layout,
+                group,
+                (k, shape.columns()),
+                &stripe,
+                column,
+                &cells,
+                &absences,
+            ));
+        }
+        // The data cells not gathered, and the asked-for cell even if it is parity.
+        let wanted: Vec<usize> = (0..shape.columns())
+            .filter(|&c| (c < k || c == column) && cells[c].is_none() && stripe.cid(k, c).is_some())
+            .collect();
+        let mut out: HashMap<Cid, Bytes> = (0..k)
+            .filter_map(|c| Some((*stripe.cid(k, c)?, cells[c].clone()?)))
+            .collect();
+        if !wanted.is_empty() {
+            let rebuilt = blocking(move || rec.rebuild(&stripe, &cells, &wanted))
+                .await?
+                .map_err(|source| RebuildError::Reconstruct { root, source })?;
+            out.extend(rebuilt.into_iter().map(|b| {
+                let (cid, data) = b.into_parts();
+                (cid, data)
+            }));
+        }
+        Ok(out)
     }
 
     /// Asks the other holders of the group for the cells the stripes still lack: as many holders
@@ -620,6 +741,37 @@ impl Rebuilder {
             }
         }
         absences
+    }
+}
+
+/// The error of a stripe with fewer than the cells it needs: which columns are missing, held by
+/// whom, and why.
+#[allow(clippy::too_many_arguments)]
+fn too_few(
+    root: Cid,
+    layout: &EcLayout,
+    group: usize,
+    (k, width): (usize, usize),
+    stripe: &Stripe,
+    column: usize,
+    cells: &[Option<Bytes>],
+    absences: &[Absence],
+) -> RebuildError {
+    let missing = (0..width)
+        .filter(|&c| c != column && cells[c].is_none() && stripe.cid(k, c).is_some())
+        .map(|c| MissingCell {
+            column: c,
+            holder: holder(layout, group, c),
+            why: absences[c].clone(),
+        })
+        .collect();
+    RebuildError::TooFewCells {
+        root,
+        stripe: stripe.index,
+        column,
+        have: cells.iter().flatten().count(),
+        need: stripe.data.len(),
+        missing,
     }
 }
 

@@ -691,3 +691,34 @@ async fn identical_stripes_are_rebuilt_once() {
     );
     assert_eq!(r.rebuild_column(&f.root, 0, 2).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn readers_of_one_stripe_share_one_gather() {
+    let f = Fixture::new(6, 3, 700, SIZES_6_3);
+    let stripe = &f.manifest.stripes[2];
+    // Three data columns dead, their cells asked for at once, as a reader's read-ahead does.
+    for column in 0..3 {
+        f.remote.set_dead(f.holder(2, column), true);
+    }
+    f.remote.asked.lock().unwrap().clear();
+    let r = f.rebuilder(f.outsider(2));
+    let wanted: Vec<Cid> = stripe.data[..3].to_vec();
+    let got = futures::future::join_all(wanted.iter().map(|c| r.produce(*c))).await;
+    for (cid, got) in wanted.iter().zip(got) {
+        assert_eq!(got.unwrap(), f.blocks[cid]);
+    }
+    // One gather of k cells for the three, not k for each.
+    let asked: usize = f
+        .remote
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.len())
+        .sum();
+    assert_eq!(asked, 6);
+    assert!(
+        r.inner.reads.lock().unwrap().is_empty(),
+        "the shared read left its table"
+    );
+}
