@@ -42,6 +42,8 @@ const BATCH_BYTES: u64 = 64 << 20;
 /// After this long without an answer, one more holder is asked, so that one slow peer does not set
 /// the pace of a read.
 const HEDGE: Duration = Duration::from_secs(1);
+/// A [`Gather`] that takes cells from every column.
+const NO_COLUMN: usize = usize::MAX;
 /// Stripes whose local presence is checked in one blocking call.
 const SCAN: usize = 1024;
 
@@ -643,7 +645,9 @@ impl Rebuilder {
         let rec = reconstructor(&root, manifest)?;
         let shape = manifest.header.layout;
         let k = shape.data_shards;
-        let gather = Gather::new(k, shape.columns(), column, vec![stripe]);
+        // Every column may help, the wanted one included: its holder may have failed a moment
+        // ago (a connection closing under the stream) and answer now.
+        let gather = Gather::new(k, shape.columns(), NO_COLUMN, vec![stripe]);
         let store = self.inner.store.clone();
         let mut gather = blocking(move || {
             let mut g = gather;
