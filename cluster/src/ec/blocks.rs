@@ -87,6 +87,8 @@ const FETCH_BYTES: usize = 64 << 20;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A sender waiting for acknowledgements gives up after this long without one.
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a failed write waits for the peer's reason (see `PushSession::write_failure`).
+const WRITE_FAILURE_WAIT: Duration = Duration::from_secs(5);
 /// Tries of one fetch request whose stream broke.
 const FETCH_ATTEMPTS: u32 = 3;
 /// One fetch round trip, answer included.
@@ -187,9 +189,9 @@ impl BlockClient {
             let (blocks, answered) = loop {
                 match tokio::time::timeout(FETCH_TIMEOUT, self.fetch_round(peer, ask)).await {
                     Ok(Ok(r)) => break r,
-                    // A connection closed under the stream (an idle connection being shut as the
-                    // stream opened, seen with several peers killed nearby): a new stream on a
-                    // new connection usually works, and a degraded read may need this very cell.
+                    // The stream was reset under the request (yamux words it "connection is
+                    // closed"; seen with several peers killed nearby): a new stream usually
+                    // works, and a degraded read may need this very cell.
                     Ok(Err(BlockError::Broken { reason, .. })) if attempt < FETCH_ATTEMPTS => {
                         tracing::debug!(%peer, %reason, attempt, "block fetch broke; retrying");
                         attempt += 1;
@@ -336,7 +338,7 @@ impl PushSession {
         }
         self.wait_for_room(len as u64).await?;
         if let Err(e) = write_block(&mut self.writer, block.cid(), block.data()).await {
-            return Err(self.failure_or(broken(self.peer, &e)));
+            return Err(self.write_failure(&e).await);
         }
         self.sent_blocks += 1;
         self.sent_bytes += len as u64;
@@ -347,7 +349,7 @@ impl PushSession {
     /// with their count.
     pub(crate) async fn finish(mut self) -> Result<u64, BlockError> {
         if let Err(e) = write_frame(&mut self.writer, &[END]).await {
-            return Err(self.failure_or(broken(self.peer, &e)));
+            return Err(self.write_failure(&e).await);
         }
         loop {
             let acks = self.acks.borrow_and_update().clone();
@@ -400,6 +402,23 @@ impl PushSession {
                 peer: self.peer,
                 after: ACK_TIMEOUT,
             }),
+        }
+    }
+
+    /// Why a write failed. The peer that refuses a block answers with a reason and ends the
+    /// stream, and a write can fail before the reader task has read that reason: wait for the
+    /// reader (briefly; it records a failure whenever the stream ends) rather than report a bare
+    /// broken stream.
+    async fn write_failure(&mut self, e: &std::io::Error) -> BlockError {
+        let otherwise = broken(self.peer, e);
+        let reported = self.acks.wait_for(|a| a.failed.is_some());
+        let failed = match tokio::time::timeout(WRITE_FAILURE_WAIT, reported).await {
+            Ok(Ok(a)) => a.failed.clone(),
+            _ => None,
+        };
+        match failed {
+            Some(f) => f.into_error(self.peer),
+            None => self.failure_or(otherwise),
         }
     }
 
