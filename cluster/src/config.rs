@@ -66,6 +66,8 @@ pub struct ClusterConfig {
     /// Metrics the allocator partitions and sorts by, in order (IPFS Cluster's `allocate_by`).
     pub allocate_by: Vec<String>,
     /// Most voting members; peers that join beyond it are learners (IPFS Cluster's followers).
+    /// 7 by default: Raft keeps committing with 3 voters dead at once, as many failures as the
+    /// default parity survives. Voters down past `ReallocateAfter` give their seats to learners.
     pub max_voters: usize,
     /// Raft heartbeat.
     pub heartbeat: String,

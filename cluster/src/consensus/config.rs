@@ -20,7 +20,9 @@ pub struct ConsensusConfig {
     /// Log entries since the last snapshot that trigger a new snapshot, after which older entries
     /// are purged. Defaults to 5000 entries.
     pub snapshot_after: u64,
-    /// Most voting members; members added beyond this stay learners. Defaults to 5.
+    /// Most voting members; members added beyond this stay learners until a seat frees up (a
+    /// voter removed, or demoted by [`Consensus::rotate_voters`](super::Consensus::rotate_voters)).
+    /// Defaults to 7.
     pub max_voters: usize,
 }
 
