@@ -7,7 +7,8 @@
 //! Every message is a frame of [`crate::frame`] (a 4-byte big-endian length, then the body); the
 //! first byte of a body says what it is. The opener's first frame names the request:
 //!
-//! - **Push**: `[PUSH]`, then any number of `[BLOCK][cid length: u8][cid][data]`, then `[END]`.
+//! - **Push**: `[PUSH]`; the receiver answers `[READY]`; then any number of
+//!   `[BLOCK][cid length: u8][cid][data]`, then `[END]`.
 //!   The receiver hashes every block, stores them in batches of about 16 MiB (one
 //!   `Blockstore::put_many`: one append, one fsync, one index commit) and answers each stored
 //!   batch with `[ACK][blocks: u64][bytes: u64]`, the totals stored so far (big-endian). After
@@ -68,6 +69,8 @@ const DONE: u8 = 6;
 const MISSING: u8 = 7;
 /// The stream ends with this message.
 const ERROR: u8 = 8;
+/// The receiver of a push has the stream and takes blocks.
+const READY: u8 = 9;
 
 /// The largest cell docs/erasure-coding.md allows; no block of a pin is larger.
 const MAX_BLOCK: usize = 16 << 20;
@@ -89,6 +92,8 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a failed write waits for the peer's reason (see `PushSession::write_failure`).
 const WRITE_FAILURE_WAIT: Duration = Duration::from_secs(5);
+/// Tries to open a push whose stream is lost before the peer's `READY`.
+const PUSH_ATTEMPTS: u32 = 3;
 /// Tries of one fetch request whose stream broke.
 const FETCH_ATTEMPTS: u32 = 3;
 /// One fetch round trip, answer included.
@@ -159,11 +164,25 @@ impl BlockClient {
 
     /// Opens a push session to `peer`: blocks go in order over one stream, with back-pressure
     /// from the peer's disk; the peer verifies and stores them durably in batches.
+    ///
+    /// The peer answers `READY` before any block is sent. Why: its stream behaviour drops an
+    /// inbound stream that finds its small queue full (libp2p-stream 0.5 queues one), which the
+    /// sender would otherwise see only as a reset in the middle of its blocks. A stream lost that
+    /// way before `READY` is simply opened again.
     pub(crate) async fn push(&self, peer: PeerId) -> Result<PushSession, BlockError> {
-        let mut stream = self.open(peer).await?;
-        write_frame(&mut stream, &[PUSH])
-            .await
-            .map_err(|e| broken(peer, &e))?;
+        let mut attempt = 1;
+        let stream = loop {
+            match self.open_push(peer).await {
+                Ok(s) => break s,
+                Err(e @ (BlockError::Broken { .. } | BlockError::Refused { .. }))
+                    if attempt < PUSH_ATTEMPTS =>
+                {
+                    tracing::debug!(%peer, error = %e, attempt, "push stream lost before READY; opening another");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (reader, writer) = stream.split();
         let (tx, acks) = watch::channel(Acks::default());
         let task = tokio::spawn(read_acks(reader, tx));
@@ -175,6 +194,30 @@ impl BlockClient {
             sent_blocks: 0,
             sent_bytes: 0,
         })
+    }
+
+    /// Opens a stream, asks for a push and waits for the peer's `READY`.
+    async fn open_push(&self, peer: PeerId) -> Result<Stream, BlockError> {
+        let mut stream = self.open(peer).await?;
+        write_frame(&mut stream, &[PUSH])
+            .await
+            .map_err(|e| broken(peer, &e))?;
+        let frame =
+            match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream, 64 << 10)).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return Err(read_failure(peer, &e)),
+                Err(_) => {
+                    return Err(BlockError::Timeout {
+                        peer,
+                        after: REQUEST_TIMEOUT,
+                    });
+                }
+            };
+        match frame.split_first() {
+            Some((&READY, [])) => Ok(stream),
+            Some((&ERROR, reason)) => Err(refused(peer, reason)),
+            _ => Err(protocol(peer, "expected READY to a push".into())),
+        }
     }
 
     /// Fetches the blocks among `cids` that `peer` holds in its blockstore, verified against their
@@ -545,10 +588,13 @@ enum Step {
 /// arrives, so that the sender never waits for an fsync it could overlap.
 async fn receive_push(
     peer: PeerId,
-    stream: Stream,
+    mut stream: Stream,
     store: Blockstore,
     stored: Arc<dyn Fn(Vec<Cid>) + Send + Sync>,
 ) {
+    if write_frame(&mut stream, &[READY]).await.is_err() {
+        return;
+    }
     let (mut reader, writer) = stream.split();
     let (tx, rx) = mpsc::channel(1);
     let storing = tokio::spawn(store_batches(peer, writer, rx, store, stored));

@@ -215,6 +215,8 @@ struct Inner {
     /// Stripes being read for reads, by pin and stripe index: one gather and one decode serve
     /// every reader of the stripe's cells at that moment (see [`Rebuilder::read_cell`]).
     reads: std::sync::Mutex<HashMap<(Cid, u64), StripeRead>>,
+    /// Stripe reads started since start: reads that had to reconstruct.
+    stripe_reads: std::sync::atomic::AtomicU64,
 }
 
 /// A stripe read that many readers may await: every data cell of the stripe by CID.
@@ -249,6 +251,7 @@ impl Rebuilder {
                 stripes_in_flight: AtomicUsize::new(DEFAULT_STRIPES_IN_FLIGHT),
                 hedge: HEDGE,
                 reads: Default::default(),
+                stripe_reads: Default::default(),
             }),
         }
     }
@@ -310,7 +313,15 @@ impl Rebuilder {
             .get(stripe)
             .cloned()
             .ok_or(RebuildError::UnknownBlock { cid })?;
-        let rebuild = self.read_cell(root, layout.clone(), manifest, group, stripe, column, cid);
+        // Lazy: `read_cell` starts a gather as soon as it is called, and a healthy read must not
+        // start one unless the holder fails or is slow.
+        let rebuild = {
+            let layout = layout.clone();
+            async move {
+                self.read_cell(root, layout, manifest, group, stripe, column, cid)
+                    .await
+            }
+        };
         match holder(&layout, group, column) {
             Some(h) if h != i.local && (i.alive)(&h) => {
                 hedged(self.fetch_cell(h, cid), rebuild, i.hedge).await
@@ -585,6 +596,7 @@ impl Rebuilder {
             match reads.get(&key) {
                 Some(f) => f.clone(),
                 None => {
+                    self.inner.stripe_reads.fetch_add(1, Ordering::Relaxed);
                     let this = self.clone();
                     let task = tokio::spawn(async move {
                         let got = this

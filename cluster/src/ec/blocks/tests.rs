@@ -256,6 +256,7 @@ async fn malformed_frames_end_the_stream_with_an_error() {
     let mut control = a.control.clone();
     let mut s = control.open_stream(b.peer, PROTOCOL).await.unwrap();
     write_frame(&mut s, &[PUSH]).await.unwrap();
+    assert_eq!(read_frame(&mut s, 1 << 16).await.unwrap().as_ref(), [READY]);
     // A CID length past the end of the frame.
     write_frame(&mut s, &[BLOCK, 200, 1, 2, 3]).await.unwrap();
     let reply = read_frame(&mut s, 1 << 16).await.unwrap();
@@ -268,6 +269,7 @@ async fn malformed_frames_end_the_stream_with_an_error() {
     // A frame longer than a block may be is refused before it is read.
     let mut s = control.open_stream(b.peer, PROTOCOL).await.unwrap();
     write_frame(&mut s, &[PUSH]).await.unwrap();
+    assert_eq!(read_frame(&mut s, 1 << 16).await.unwrap().as_ref(), [READY]);
     s.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
         .await
         .unwrap();

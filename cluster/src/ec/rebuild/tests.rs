@@ -717,8 +717,44 @@ async fn readers_of_one_stripe_share_one_gather() {
         .map(|(_, c)| c.len())
         .sum();
     assert_eq!(asked, 6);
+    assert_eq!(
+        r.inner
+            .stripe_reads
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert!(
         r.inner.reads.lock().unwrap().is_empty(),
         "the shared read left its table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_read_gathers_nothing() {
+    let f = Fixture::new(6, 3, 700, SIZES_6_3);
+    let stripe = &f.manifest.stripes[2];
+    let r = f.rebuilder(f.outsider(2));
+    for cid in &stripe.data {
+        assert_eq!(r.produce(*cid).await.unwrap(), f.blocks[cid]);
+    }
+    assert_eq!(
+        r.inner
+            .stripe_reads
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a healthy read started a stripe read"
+    );
+    let asked: usize = f
+        .remote
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.len())
+        .sum();
+    assert_eq!(
+        asked,
+        stripe.data.len(),
+        "one fetch per cell, from its holder"
     );
 }
