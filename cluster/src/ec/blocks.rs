@@ -92,6 +92,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a failed write waits for the peer's reason (see `PushSession::write_failure`).
 const WRITE_FAILURE_WAIT: Duration = Duration::from_secs(5);
+/// Pause before a retry, times the attempt: the peer's queue of inbound streams needs its
+/// accepting task to run before it takes another.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Tries to open a push whose stream is lost before the peer's `READY`.
 const PUSH_ATTEMPTS: u32 = 3;
 /// Tries of one fetch request whose stream broke.
@@ -178,6 +181,7 @@ impl BlockClient {
                     if attempt < PUSH_ATTEMPTS =>
                 {
                     tracing::debug!(%peer, error = %e, attempt, "push stream lost before READY; opening another");
+                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -237,6 +241,7 @@ impl BlockClient {
                     // works, and a degraded read may need this very cell.
                     Ok(Err(BlockError::Broken { reason, .. })) if attempt < FETCH_ATTEMPTS => {
                         tracing::debug!(%peer, %reason, attempt, "block fetch broke; retrying");
+                        tokio::time::sleep(RETRY_PAUSE * attempt).await;
                         attempt += 1;
                     }
                     Ok(Err(e)) => return Err(e),
