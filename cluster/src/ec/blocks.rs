@@ -236,11 +236,15 @@ impl BlockClient {
             let (blocks, answered) = loop {
                 match tokio::time::timeout(FETCH_TIMEOUT, self.fetch_round(peer, ask)).await {
                     Ok(Ok(r)) => break r,
-                    // The stream was reset under the request (yamux words it "connection is
-                    // closed"; seen with several peers killed nearby): a new stream usually
+                    // The peer's stream behaviour dropped the stream from its full queue of
+                    // inbound streams (libp2p-stream 0.5 queues one): the opener sees a reset
+                    // (yamux words it "connection is closed") or a close, the same close that a
+                    // peer which does not count us as a member gives. A new stream usually
                     // works, and a degraded read may need this very cell.
-                    Ok(Err(BlockError::Broken { reason, .. })) if attempt < FETCH_ATTEMPTS => {
-                        tracing::debug!(%peer, %reason, attempt, "block fetch broke; retrying");
+                    Ok(Err(e @ (BlockError::Broken { .. } | BlockError::Refused { .. })))
+                        if attempt < FETCH_ATTEMPTS =>
+                    {
+                        tracing::debug!(%peer, error = %e, attempt, "block fetch lost its stream; retrying");
                         tokio::time::sleep(RETRY_PAUSE * attempt).await;
                         attempt += 1;
                     }

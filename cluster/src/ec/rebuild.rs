@@ -313,6 +313,19 @@ impl Rebuilder {
             .get(stripe)
             .cloned()
             .ok_or(RebuildError::UnknownBlock { cid })?;
+        // A data cell of a stripe that has a dead data column: the read will rebuild that column
+        // from `k` cells, these among them, so this cell joins that one shared stripe read rather
+        // than be fetched twice (a third more traffic with 3 of 6 data columns dead).
+        let k = manifest.header.layout.data_shards;
+        let dead = |c: usize| {
+            stripe.cid(k, c).is_some()
+                && holder(&layout, group, c).is_none_or(|h| h != i.local && !(i.alive)(&h))
+        };
+        if column < k && (0..k).any(dead) {
+            return self
+                .read_cell(root, layout.clone(), manifest, group, stripe, column, cid)
+                .await;
+        }
         // Lazy: `read_cell` starts a gather as soon as it is called, and a healthy read must not
         // start one unless the holder fails or is slow.
         let rebuild = {

@@ -702,12 +702,13 @@ async fn readers_of_one_stripe_share_one_gather() {
     }
     f.remote.asked.lock().unwrap().clear();
     let r = f.rebuilder(f.outsider(2));
-    let wanted: Vec<Cid> = stripe.data[..3].to_vec();
+    // Every data cell, the living ones included: they come from the same gather.
+    let wanted: Vec<Cid> = stripe.data.clone();
     let got = futures::future::join_all(wanted.iter().map(|c| r.produce(*c))).await;
     for (cid, got) in wanted.iter().zip(got) {
         assert_eq!(got.unwrap(), f.blocks[cid]);
     }
-    // One gather of k cells for the three, not k for each.
+    // One gather of k cells for the six, not k for each dead one plus one for each living one.
     let asked: usize = f
         .remote
         .asked
