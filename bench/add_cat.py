@@ -86,7 +86,7 @@ class Tessera:
         work.mkdir(parents=True, exist_ok=True)
         self.repo = work / "tessera-repo"
         shutil.rmtree(self.repo, ignore_errors=True)
-        self.env = dict(os.environ, TESSERA_PATH=str(self.repo), TESSERA_LOG="info,openraft=off")
+        self.env = dict(os.environ, TESSERA_PATH=str(self.repo), TESSERA_LOG=os.environ.get("BENCH_TESSERA_LOG", "info,openraft=off"))
         self.run("init", *init_args)
         self.run("config", "Cluster.RestAPI", "/ip4/127.0.0.1/tcp/0")
         for kv in config:

@@ -345,7 +345,12 @@ impl Tracker {
         match self.ec.reconcile(p).await {
             Ok(share) => {
                 let status = match share {
-                    Share::None => PinStatus::Remote,
+                    Share::None { replaced_root_pin } => {
+                        if replaced_root_pin {
+                            self.collect_import();
+                        }
+                        PinStatus::Remote
+                    }
                     Share::Complete {
                         replaced_root_pin, ..
                     } => {

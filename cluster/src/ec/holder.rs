@@ -25,7 +25,11 @@ use crate::pin::Pin;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Share {
     /// This peer holds no part of the pin.
-    None,
+    None {
+        /// Whether a whole-DAG pin of the root was dropped: the adding peer need not be a holder,
+        /// and then its whole import is garbage.
+        replaced_root_pin: bool,
+    },
     /// Every block of the share is here and pinned.
     Complete {
         /// Blocks in the share.
@@ -135,7 +139,7 @@ impl EcHolder {
                     replaced_root_pin,
                 }
             } else {
-                Share::None
+                Share::None { replaced_root_pin }
             });
         }
         let missing = {

@@ -667,6 +667,8 @@ impl Rebuilder {
         stripe: Stripe,
         column: usize,
     ) -> Result<HashMap<Cid, Bytes>, RebuildError> {
+        let started = std::time::Instant::now();
+        let index = stripe.index;
         let rec = reconstructor(&root, manifest)?;
         let shape = manifest.header.layout;
         let k = shape.data_shards;
@@ -680,7 +682,9 @@ impl Rebuilder {
             g
         })
         .await?;
+        let local_done = started.elapsed();
         let absences = self.gather_remote(layout, group, &mut gather).await;
+        let gathered = started.elapsed();
         let (Some(stripe), Some(cells)) = (gather.stripes.pop(), gather.cells.pop()) else {
             return Err(RebuildError::Task {
                 reason: "the gather lost its stripe".into(),
@@ -714,6 +718,7 @@ impl Rebuilder {
                 (cid, data)
             }));
         }
+        tracing::debug!(%root, stripe = index, ?local_done, ?gathered, total = ?started.elapsed(), "stripe read");
         Ok(out)
     }
 
