@@ -144,7 +144,9 @@ impl Consensus {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         let index = self.written(raft.change_membership(change, false).await)?;
-        Ok(self.promote_learners().await.unwrap_or(index).max(index))
+        // Fill the seat it leaves with a caught-up learner (best effort: the removal stands).
+        let promoted = self.rotate_voters(&BTreeSet::new()).await;
+        Ok(promoted.unwrap_or(index).max(index))
     }
 
     /// On the leader: demotes voters that `down` says are gone to learners and fills the free
@@ -153,7 +155,8 @@ impl Consensus {
     /// Why: a fixed set of voters would lose its quorum to failures spread over time that the
     /// cluster as a whole survives (kill 3 voters, repair, kill 3 more). Demoting the dead keeps
     /// the quorum among the living; a demoted peer that comes back is a learner and takes the
-    /// next free seat. Best effort: does nothing when not the leader or when nothing changes;
+    /// next free seat. With nobody down it only fills free seats (after a removal). Best effort:
+    /// does nothing when not the leader or when nothing changes;
     /// returns the index of the change it wrote.
     pub async fn rotate_voters(&self, down: &BTreeSet<PeerId>) -> Option<u64> {
         let metrics = self.metrics();
@@ -182,47 +185,12 @@ impl Consensus {
         if next == voters {
             return None;
         }
-        tracing::info!(from = ?voters, to = ?next, "replacing voters that are down");
+        tracing::info!(from = ?voters, to = ?next, "changing voters: the dead out, caught-up learners in");
         let change = ChangeMembers::ReplaceAllVoters(next);
         match self.written(self.inner.raft.change_membership(change, true).await) {
             Ok(index) => Some(index),
             Err(e) => {
-                tracing::info!(error = %e, "could not replace voters that are down");
-                None
-            }
-        }
-    }
-
-    /// Fills free voter seats with learners that are nearly caught up; best effort, since the
-    /// removal it follows has already succeeded. Returns the last membership index it wrote.
-    async fn promote_learners(&self) -> Option<u64> {
-        let metrics = self.metrics();
-        let replication = metrics.replication.as_ref()?;
-        let last = metrics.last_log_index.unwrap_or(0);
-        let membership = metrics.membership_config.membership();
-        let seats = self
-            .inner
-            .config
-            .max_voters
-            .saturating_sub(membership.voter_ids().count());
-        let ready: BTreeSet<NodeId> = membership
-            .learner_ids()
-            .filter(|id| {
-                replication
-                    .get(id)
-                    .and_then(|m| *m)
-                    .is_some_and(|m| m.index + PROMOTE_LAG >= last)
-            })
-            .take(seats)
-            .collect();
-        if ready.is_empty() {
-            return None;
-        }
-        let change = ChangeMembers::AddVoterIds(ready);
-        match self.written(self.inner.raft.change_membership(change, false).await) {
-            Ok(index) => Some(index),
-            Err(e) => {
-                tracing::info!(error = %e, "could not promote learners after a removal");
+                tracing::info!(error = %e, "could not change voters");
                 None
             }
         }

@@ -91,6 +91,16 @@ impl FakeRemote {
     pub(crate) fn asked_peers(&self) -> Vec<PeerId> {
         self.asked.lock().unwrap().iter().map(|(p, _)| *p).collect()
     }
+
+    /// Cells asked for, over every request.
+    pub(crate) fn asked_cells(&self) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.len())
+            .sum()
+    }
 }
 
 fn toggle(set: &Mutex<HashSet<PeerId>>, peer: PeerId, on: bool) {
@@ -338,14 +348,7 @@ async fn every_cell_of_a_dead_holder_is_rebuilt_from_the_others() {
                 assert!(!f.remote.asked_peers().contains(&dead));
                 // Exactly the cells needed were asked for: `d` of them (known zeros fill the
                 // rest of a short stripe).
-                let asked: usize = f
-                    .remote
-                    .asked
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(_, c)| c.len())
-                    .sum();
+                let asked = f.remote.asked_cells();
                 assert_eq!(
                     asked,
                     stripe.data.len(),
@@ -709,14 +712,7 @@ async fn readers_of_one_stripe_share_one_gather() {
         assert_eq!(got.unwrap(), f.blocks[cid]);
     }
     // One gather of k cells for the six, not k for each dead one plus one for each living one.
-    let asked: usize = f
-        .remote
-        .asked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, c)| c.len())
-        .sum();
+    let asked = f.remote.asked_cells();
     assert_eq!(asked, 6);
     assert_eq!(
         r.inner
@@ -745,14 +741,7 @@ async fn a_healthy_read_gathers_nothing() {
         0,
         "a healthy read started a stripe read"
     );
-    let asked: usize = f
-        .remote
-        .asked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, c)| c.len())
-        .sum();
+    let asked = f.remote.asked_cells();
     assert_eq!(
         asked,
         stripe.data.len(),
