@@ -18,6 +18,7 @@ pub mod pin;
 pub mod rest_api;
 mod rpc;
 pub mod status;
+mod stream_pool;
 mod tracker;
 
 pub use api::{ClusterApi, ClusterError, ConnectGraph, PeerIdentity, PinOptions};

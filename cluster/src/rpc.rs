@@ -1,8 +1,9 @@
 //! The cluster's request/response protocol between members, `/tessera/cluster/rpc/1.0.0`: Raft
 //! messages, and the questions `status`, `recover`, `peers` and `health graph` ask every peer.
 //!
-//! One stream per request: a request frame, a reply frame, close. A frame's first byte says what
-//! follows: [`RAFT`] carries the consensus's own bytes untouched (snapshots can be large and are
+//! A request frame, then a reply frame; a stream carries one exchange after another until the
+//! opener closes it (see [`crate::stream_pool`]: opening a stream per request cost a negotiation
+//! round trip per Raft message). A frame's first byte says what follows: [`RAFT`] carries the consensus's own bytes untouched (snapshots can be large and are
 //! not worth re-encoding), [`JSON`] a [`Request`] or [`Reply`]. Streams from peers that are not
 //! members are closed unread and logged.
 
@@ -13,12 +14,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cid::Cid;
 use futures::{AsyncWriteExt, StreamExt};
-use libp2p::{PeerId, StreamProtocol};
+use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::{RaftTransport, TransportError};
 use crate::frame::{read_frame, write_frame};
 use crate::status::PeerPinInfo;
+use crate::stream_pool::{SERVER_IDLE, StreamPool};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/cluster/rpc/1.0.0");
@@ -77,34 +79,50 @@ pub(crate) trait Handler: Send + Sync + 'static {
     async fn call(&self, from: PeerId, request: Request) -> Reply;
 }
 
-/// Sends requests to other members over the swarm.
+/// Sends requests to other members over the swarm, reusing streams between requests.
 #[derive(Clone)]
 pub(crate) struct Client {
-    control: libp2p_stream::Control,
+    pool: Arc<StreamPool>,
 }
 
 impl Client {
     pub(crate) fn new(control: libp2p_stream::Control) -> Self {
-        Client { control }
+        Client {
+            pool: Arc::new(StreamPool::new(control, PROTOCOL)),
+        }
     }
 
+    /// One exchange. Every request of this protocol may run twice (Raft messages are idempotent,
+    /// pinset changes are set operations, the JSON questions only read), so one that failed on a
+    /// reused stream, which the other side may have closed while it sat idle, is sent again on a
+    /// fresh stream.
     async fn exchange(&self, peer: PeerId, kind: u8, body: &[u8]) -> Result<(u8, Vec<u8>), String> {
-        let mut control = self.control.clone();
-        let work = async move {
-            let mut stream = control
-                .open_stream(peer, PROTOCOL)
-                .await
-                .map_err(|e| format!("cannot open a cluster stream to {peer}: {e}"))?;
-            let mut frame = Vec::with_capacity(body.len() + 1);
-            frame.push(kind);
-            frame.extend_from_slice(body);
-            write_frame(&mut stream, &frame)
-                .await
-                .map_err(|e| format!("cannot send to {peer}: {e}"))?;
-            let reply = read_frame(&mut stream, MAX_FRAME).await.map_err(|e| {
-                format!("{peer} did not answer (is it a member of this cluster?): {e}")
-            })?;
-            let _ = stream.close().await;
+        let mut frame = Vec::with_capacity(body.len() + 1);
+        frame.push(kind);
+        frame.extend_from_slice(body);
+        let work = async {
+            let idle = match self.pool.idle(&peer) {
+                Some(stream) => match round(peer, stream, &frame).await {
+                    Ok(done) => Some(done),
+                    Err(e) => {
+                        tracing::trace!(%peer, error = %e, "an idle cluster stream failed; opening a fresh one");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let (stream, reply) = match idle {
+                Some(done) => done,
+                None => {
+                    let stream = self
+                        .pool
+                        .open(peer)
+                        .await
+                        .map_err(|e| format!("cannot open a cluster stream to {peer}: {e}"))?;
+                    round(peer, stream, &frame).await?
+                }
+            };
+            self.pool.put_back(peer, stream);
             match reply.split_first() {
                 Some((k, rest)) => Ok((*k, rest.to_vec())),
                 None => Err(format!("{peer} sent an empty reply")),
@@ -128,6 +146,21 @@ impl Client {
             Err(e) => Err(format!("{peer} sent a malformed reply: {e}")),
         }
     }
+}
+
+/// Writes `frame` and reads the reply on `stream`; gives the stream back for reuse.
+async fn round(
+    peer: PeerId,
+    mut stream: Stream,
+    frame: &[u8],
+) -> Result<(Stream, Vec<u8>), String> {
+    write_frame(&mut stream, frame)
+        .await
+        .map_err(|e| format!("cannot send to {peer}: {e}"))?;
+    let reply = read_frame(&mut stream, MAX_FRAME)
+        .await
+        .map_err(|e| format!("{peer} did not answer (is it a member of this cluster?): {e}"))?;
+    Ok((stream, reply))
 }
 
 #[async_trait]
@@ -163,45 +196,58 @@ pub(crate) async fn serve(mut control: libp2p_stream::Control, handler: Arc<dyn 
             continue;
         }
         let handler = handler.clone();
-        tokio::spawn(async move {
-            let request =
-                match tokio::time::timeout(TIMEOUT, read_frame(&mut stream, MAX_FRAME)).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "bad cluster request");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let reply = match request.split_first() {
-                Some((&RAFT, body)) => {
-                    let mut out = vec![RAFT];
-                    out.extend_from_slice(&handler.raft(peer, Bytes::copy_from_slice(body)).await);
-                    out
-                }
-                Some((&JSON, body)) => {
-                    let reply = match serde_json::from_slice::<Request>(body) {
-                        Ok(req) => handler.call(peer, req).await,
-                        Err(e) => Reply::Error(format!("malformed request: {e}")),
-                    };
-                    let mut out = vec![JSON];
-                    out.extend(
-                        serde_json::to_vec(&reply).unwrap_or_else(|_| {
-                            b"{\"Error\":\"cannot encode the reply\"}".to_vec()
-                        }),
-                    );
-                    out
-                }
-                _ => {
-                    let mut out = vec![JSON];
-                    out.extend_from_slice(b"{\"Error\":\"unknown frame kind\"}");
-                    out
-                }
-            };
-            if let Err(e) = write_frame(&mut stream, &reply).await {
-                tracing::debug!(%peer, error = %e, "cannot answer a cluster request");
-            }
-            let _ = stream.close().await;
-        });
+        tokio::spawn(serve_stream(peer, stream, handler));
     }
+}
+
+/// Answers requests on one stream, one after another, until the opener closes it, goes quiet for
+/// [`SERVER_IDLE`], or stops being a member.
+async fn serve_stream(peer: PeerId, mut stream: Stream, handler: Arc<dyn Handler>) {
+    loop {
+        let request =
+            match tokio::time::timeout(SERVER_IDLE, read_frame(&mut stream, MAX_FRAME)).await {
+                Ok(Ok(r)) => r,
+                // The opener closed the stream (its normal end), or sent garbage.
+                Ok(Err(e)) => {
+                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        tracing::debug!(%peer, error = %e, "bad cluster request");
+                    }
+                    return;
+                }
+                Err(_) => break,
+            };
+        if !handler.allowed(&peer) {
+            tracing::warn!(%peer, protocol = %PROTOCOL, "closed a cluster stream of a peer that is no longer a member");
+            break;
+        }
+        let reply = match request.split_first() {
+            Some((&RAFT, body)) => {
+                let mut out = vec![RAFT];
+                out.extend_from_slice(&handler.raft(peer, Bytes::copy_from_slice(body)).await);
+                out
+            }
+            Some((&JSON, body)) => {
+                let reply = match serde_json::from_slice::<Request>(body) {
+                    Ok(req) => handler.call(peer, req).await,
+                    Err(e) => Reply::Error(format!("malformed request: {e}")),
+                };
+                let mut out = vec![JSON];
+                out.extend(
+                    serde_json::to_vec(&reply)
+                        .unwrap_or_else(|_| b"{\"Error\":\"cannot encode the reply\"}".to_vec()),
+                );
+                out
+            }
+            _ => {
+                let mut out = vec![JSON];
+                out.extend_from_slice(b"{\"Error\":\"unknown frame kind\"}");
+                out
+            }
+        };
+        if let Err(e) = write_frame(&mut stream, &reply).await {
+            tracing::debug!(%peer, error = %e, "cannot answer a cluster request");
+            return;
+        }
+    }
+    let _ = stream.close().await;
 }

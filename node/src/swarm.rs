@@ -202,7 +202,7 @@ impl SwarmHandle {
     pub(crate) fn fetcher(&self, timeout: Duration) -> BitswapFetcher {
         BitswapFetcher {
             handle: self.bitswap.clone(),
-            timeout,
+            session: Arc::new(self.bitswap.session().with_timeout(timeout)),
             connected: self.connected.clone(),
         }
     }

@@ -19,6 +19,9 @@
 //!   the CIDs in order, `[BLOCK]...` for one the store holds or `[MISSING][cid length][cid]` for
 //!   one it does not, and ends with `[END]`. The server may end early once it has sent 64 MiB
 //!   (always after at least one block); the client asks again for the CIDs left unanswered.
+//!   After `[END]` the stream takes another request (`FETCH` or `PUSH`) until the opener closes
+//!   it: fetches reuse idle streams ([`crate::stream_pool`]), since a degraded read asks for
+//!   single cells by the thousand.
 //!
 //! Either side ends a stream it cannot continue with `[ERROR][utf-8 message]`. A malformed frame,
 //! a frame over 16 MiB plus the header, or a block whose bytes do not match its CID makes the
@@ -37,6 +40,7 @@ use tessera_blockstore::{Block, Blockstore};
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{read_frame, write_frame};
+use crate::stream_pool::{SERVER_IDLE, StreamPool};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/cluster/blocks/1.0.0");
@@ -136,17 +140,19 @@ pub(crate) enum BlockError {
 /// Opens push sessions and fetches to other members over the swarm.
 #[derive(Clone)]
 pub(crate) struct BlockClient {
-    control: libp2p_stream::Control,
+    /// Pushes open fresh streams (one per session); fetches reuse idle ones.
+    pool: Arc<StreamPool>,
 }
 
 impl BlockClient {
     pub(crate) fn new(control: libp2p_stream::Control) -> Self {
-        BlockClient { control }
+        BlockClient {
+            pool: Arc::new(StreamPool::new(control, PROTOCOL)),
+        }
     }
 
     async fn open(&self, peer: PeerId) -> Result<Stream, BlockError> {
-        let mut control = self.control.clone();
-        match tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL)).await {
+        match tokio::time::timeout(OPEN_TIMEOUT, self.pool.open(peer)).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
                 Err(BlockError::Refused {
@@ -263,13 +269,38 @@ impl BlockClient {
         Ok(out)
     }
 
-    /// One request: the blocks found, and how many of `ask` were answered (a prefix, at least 1).
+    /// One request on an idle stream if there is one, else on a new one; a reused stream that
+    /// fails (its server may have closed it while it sat idle) is replaced by a new one at once.
+    /// The blocks found, and how many of `ask` were answered (a prefix, at least 1).
     async fn fetch_round(
         &self,
         peer: PeerId,
         ask: &[Cid],
     ) -> Result<(Vec<Block>, usize), BlockError> {
-        let mut stream = self.open(peer).await?;
+        if let Some(stream) = self.pool.idle(&peer) {
+            match self.fetch_on(peer, stream, ask).await {
+                Ok((stream, found)) => {
+                    self.pool.put_back(peer, stream);
+                    return Ok(found);
+                }
+                Err(e) => {
+                    tracing::trace!(%peer, error = %e, "an idle block stream failed; opening a fresh one");
+                }
+            }
+        }
+        let stream = self.open(peer).await?;
+        let (stream, found) = self.fetch_on(peer, stream, ask).await?;
+        self.pool.put_back(peer, stream);
+        Ok(found)
+    }
+
+    /// One fetch request and its whole answer on `stream`, which is handed back for reuse.
+    async fn fetch_on(
+        &self,
+        peer: PeerId,
+        mut stream: Stream,
+        ask: &[Cid],
+    ) -> Result<(Stream, (Vec<Block>, usize)), BlockError> {
         let mut request = vec![FETCH];
         for cid in ask {
             put_cid(&mut request, cid);
@@ -300,7 +331,6 @@ impl BlockClient {
                 _ => return Err(protocol(peer, "unexpected frame in a fetch answer".into())),
             }
         }
-        let _ = stream.close().await;
         if answered == 0 {
             return Err(protocol(
                 peer,
@@ -316,7 +346,7 @@ impl BlockClient {
         .await
         .map_err(|e| broken(peer, &e))?
         .map_err(|r| protocol(peer, r))?;
-        Ok((found, answered))
+        Ok((stream, (found, answered)))
     }
 }
 
@@ -553,37 +583,57 @@ pub(crate) async fn serve(
             continue;
         }
         let store = store.clone();
+        let allowed = allowed.clone();
         let stored = stored.clone();
         tokio::spawn(async move {
-            serve_stream(peer, stream, store, stored).await;
+            serve_stream(peer, stream, store, allowed, stored).await;
         });
     }
 }
 
+/// Answers requests on one stream until the opener closes it, a push takes it over, it goes
+/// quiet for [`SERVER_IDLE`], or the opener stops being a member.
 async fn serve_stream(
     peer: PeerId,
     mut stream: Stream,
     store: Blockstore,
+    allowed: Arc<dyn Fn(&PeerId) -> bool + Send + Sync>,
     stored: Arc<dyn Fn(Vec<Cid>) + Send + Sync>,
 ) {
     let max_request = 1 + FETCH_CIDS * (1 + u8::MAX as usize);
-    let request =
-        match tokio::time::timeout(REQUEST_TIMEOUT, read_frame(&mut stream, max_request)).await {
+    // The first request comes right after the stream opens; later ones whenever the opener
+    // needs the stream again.
+    let mut wait = REQUEST_TIMEOUT;
+    loop {
+        let request = match tokio::time::timeout(wait, read_frame(&mut stream, max_request)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "bad cluster block request");
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "bad cluster block request");
+                }
                 return;
             }
-            Err(_) => return,
+            Err(_) => break,
         };
-    match request.split_first() {
-        Some((&PUSH, [])) => receive_push(peer, stream, store, stored).await,
-        Some((&FETCH, cids)) => answer_fetch(peer, stream, cids, store).await,
-        _ => {
-            let _ = write_frame(&mut stream, &error_frame("unknown request")).await;
-            let _ = stream.close().await;
+        if !allowed(&peer) {
+            tracing::warn!(%peer, protocol = %PROTOCOL, "closed a cluster block stream of a peer that is no longer a member");
+            break;
         }
+        match request.split_first() {
+            Some((&PUSH, [])) => return receive_push(peer, stream, store, stored).await,
+            Some((&FETCH, cids)) => {
+                if !answer_fetch(peer, &mut stream, cids, &store).await {
+                    return;
+                }
+            }
+            _ => {
+                let _ = write_frame(&mut stream, &error_frame("unknown request")).await;
+                break;
+            }
+        }
+        wait = SERVER_IDLE;
     }
+    let _ = stream.close().await;
 }
 
 /// What the reading side of a push hands to the storing side, in stream order.
@@ -721,8 +771,14 @@ async fn store_batches(
     }
 }
 
-/// Answers a fetch from the store, in the order asked, within [`FETCH_BYTES`].
-async fn answer_fetch(peer: PeerId, mut stream: Stream, mut request: &[u8], store: Blockstore) {
+/// Answers a fetch from the store, in the order asked, within [`FETCH_BYTES`]. Returns whether the
+/// stream may take another request (false: it failed, or an error answer closed it).
+async fn answer_fetch(
+    peer: PeerId,
+    stream: &mut Stream,
+    mut request: &[u8],
+    store: &Blockstore,
+) -> bool {
     let mut cids = Vec::new();
     while !request.is_empty() {
         match parse_cid(request) {
@@ -731,15 +787,15 @@ async fn answer_fetch(peer: PeerId, mut stream: Stream, mut request: &[u8], stor
                 request = rest;
             }
             Ok(_) => {
-                let _ = write_frame(&mut stream, &error_frame("too many CIDs in one fetch")).await;
+                let _ = write_frame(stream, &error_frame("too many CIDs in one fetch")).await;
                 let _ = stream.close().await;
-                return;
+                return false;
             }
             Err(reason) => {
                 tracing::debug!(%peer, %reason, "malformed cluster block fetch");
-                let _ = write_frame(&mut stream, &error_frame(&reason)).await;
+                let _ = write_frame(stream, &error_frame(&reason)).await;
                 let _ = stream.close().await;
-                return;
+                return false;
             }
         }
     }
@@ -764,21 +820,20 @@ async fn answer_fetch(peer: PeerId, mut stream: Stream, mut request: &[u8], stor
                 }
                 budget = budget.saturating_sub(d.len());
                 sent_any = true;
-                write_block(&mut stream, &cid, &d).await
+                write_block(stream, &cid, &d).await
             }
             None => {
                 let mut frame = vec![MISSING];
                 put_cid(&mut frame, &cid);
-                write_frame(&mut stream, &frame).await
+                write_frame(stream, &frame).await
             }
         };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "cannot answer a cluster block fetch");
-            return;
+            return false;
         }
     }
-    let _ = write_frame(&mut stream, &[END]).await;
-    let _ = stream.close().await;
+    write_frame(stream, &[END]).await.is_ok()
 }
 
 /// Writes a `BLOCK` frame: the header in one write, the block in another, so that the block's

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use http_body::Frame;
 use http_body_util::StreamBody;
 use serde::Serialize;
@@ -78,24 +78,58 @@ fn streaming<T: Serialize + Send + 'static>(
         .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
 }
 
+/// Lines that are ready at once go out in one data frame up to this size: a frame per line made
+/// a listing of 100 000 pins 100 000 chunks, and a client thread wake-up for each.
+const FRAME_BYTES: usize = 64 << 10;
+
+/// Where [`frames`] is in its stream.
+enum State<T> {
+    Lines(Items<T>),
+    /// The data is out; this trailers frame ends the body.
+    Trailer(Frame<Bytes>),
+    Done,
+}
+
 /// The lines, then exactly one trailers frame; nothing follows the trailers.
 fn frames<T: Serialize + Send + 'static>(
     items: Items<T>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
-    stream::unfold(Some(items), |state| async move {
-        let mut items = state?;
-        let frame = match items.next().await {
-            Some(Ok(item)) => {
-                return Some((Ok(Frame::data(Bytes::from(json_line(&item)))), Some(items)));
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e.message, "stream cut short");
-                trailer(&e.message)
-            }
-            None => trailer(""),
+    stream::unfold(State::Lines(items), |state| async move {
+        let mut items = match state {
+            State::Lines(items) => items,
+            State::Trailer(frame) => return Some((Ok(frame), State::Done)),
+            State::Done => return None,
         };
-        Some((Ok(frame), None))
+        let mut buf = match items.next().await {
+            Some(Ok(item)) => json_line(&item),
+            Some(Err(e)) => return Some((Ok(cut_short(&e)), State::Done)),
+            None => return Some((Ok(trailer("")), State::Done)),
+        };
+        // More lines that are ready now join this frame; the first that is not ready waits for
+        // the next one.
+        let mut next = None;
+        while buf.len() < FRAME_BYTES {
+            match items.next().now_or_never() {
+                Some(Some(Ok(item))) => buf.extend_from_slice(&json_line(&item)),
+                Some(Some(Err(e))) => {
+                    next = Some(State::Trailer(cut_short(&e)));
+                    break;
+                }
+                Some(None) => {
+                    next = Some(State::Trailer(trailer("")));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let next = next.unwrap_or(State::Lines(items));
+        Some((Ok(Frame::data(Bytes::from(buf))), next))
     })
+}
+
+fn cut_short(e: &ApiError) -> Frame<Bytes> {
+    tracing::warn!(error = %e.message, "stream cut short");
+    trailer(&e.message)
 }
 
 fn trailer(message: &str) -> Frame<Bytes> {
@@ -113,4 +147,33 @@ fn trailer(message: &str) -> Frame<Bytes> {
         .unwrap_or_else(|_| HeaderValue::from_static("the stream failed (see the daemon log)"));
     trailers.insert(STREAM_ERROR, value);
     Frame::trailers(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn collect(items: Vec<Result<u32, ApiError>>) -> Vec<Frame<Bytes>> {
+        frames(stream::iter(items).boxed())
+            .map(|f| f.unwrap())
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn ready_lines_share_a_frame_then_one_trailer_ends_the_body() {
+        let got = collect(vec![Ok(1), Ok(2), Ok(3)]).await;
+        assert_eq!(got.len(), 2, "one data frame, one trailers frame");
+        assert_eq!(got[0].data_ref().unwrap().as_ref(), b"1\n2\n3\n");
+        assert_eq!(got[1].trailers_ref().unwrap()[STREAM_ERROR], "");
+    }
+
+    #[tokio::test]
+    async fn an_error_after_lines_becomes_the_trailer() {
+        let got = collect(vec![Ok(1), Err(ApiError::internal("boom")), Ok(3)]).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].data_ref().unwrap().as_ref(), b"1\n");
+        assert_eq!(got[1].trailers_ref().unwrap()[STREAM_ERROR], "boom");
+    }
 }

@@ -60,6 +60,10 @@ where
             Err(e) => error_frames(&e.message),
         })
         .flat_map(futures::stream::iter)
+        // Lines that are ready together go out as one frame: a frame per line made `refs -r` of a
+        // large DAG a chunk, and a client wake-up, per line.
+        .ready_chunks(READY_FRAMES)
+        .flat_map(|frames| futures::stream::iter(merge_data(frames)))
         .scan(false, |ended, frame: Frame<Bytes>| {
             // Nothing may follow the trailers.
             if *ended {
@@ -77,6 +81,30 @@ where
         .header(header::TRAILER, "X-Stream-Error")
         .body(Body::new(StreamBody::new(frames)))
         .unwrap_or_else(|e| ApiError::normal(e).into_response())
+}
+
+/// Most frames [`ndjson`] merges into one.
+const READY_FRAMES: usize = 512;
+
+/// Joins runs of data frames into one; trailers stay where they are.
+fn merge_data(frames: Vec<Frame<Bytes>>) -> Vec<Frame<Bytes>> {
+    let mut out = Vec::new();
+    let mut data = Vec::new();
+    for frame in frames {
+        match frame.into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(other) => {
+                if !data.is_empty() {
+                    out.push(Frame::data(Bytes::from(std::mem::take(&mut data))));
+                }
+                out.push(other);
+            }
+        }
+    }
+    if !data.is_empty() {
+        out.push(Frame::data(Bytes::from(data)));
+    }
+    out
 }
 
 fn error_frames(message: &str) -> Vec<Frame<Bytes>> {
@@ -108,4 +136,28 @@ where
         .header("X-Stream-Output", "1")
         .body(Body::from_stream(body))
         .unwrap_or_else(|e| ApiError::normal(e).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn runs_of_data_merge_and_trailers_stay_last() {
+        let mut trailers = axum::http::HeaderMap::new();
+        trailers.insert("X-Stream-Error", HeaderValue::from_static("boom"));
+        let merged = merge_data(vec![
+            Frame::data(Bytes::from_static(b"a\n")),
+            Frame::data(Bytes::from_static(b"b\n")),
+            Frame::trailers(trailers),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].data_ref().unwrap().as_ref(), b"a\nb\n");
+        assert_eq!(
+            merged[1].trailers_ref().unwrap()["X-Stream-Error"],
+            HeaderValue::from_static("boom")
+        );
+        assert!(merge_data(Vec::new()).is_empty());
+    }
 }

@@ -323,3 +323,58 @@ async fn a_peer_that_is_not_a_member_gets_the_stream_closed() {
         "{fetched:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_reuse_one_stream_and_replace_one_that_died_idle() {
+    let peers = connected_peers(2, members()).await;
+    let (a, b) = (&peers[0], &peers[1]);
+    let blocks: Vec<Block> = (0..3).map(|i| block(i, 1000)).collect();
+    b.store.put_many(&blocks).unwrap();
+    let client = a.client();
+    for blk in &blocks {
+        let got = client.fetch(b.peer, &[*blk.cid()]).await.unwrap();
+        assert_eq!(got, vec![blk.clone()]);
+        assert_eq!(client.pool.idle_count(&b.peer), 1, "one stream, reused");
+    }
+    // A stream that died while idle (here: closed by us) is replaced by a fresh one at once.
+    let mut dead = client.pool.idle(&b.peer).unwrap();
+    dead.close().await.unwrap();
+    client.pool.put_back(b.peer, dead);
+    let got = client.fetch(b.peer, &[*blocks[0].cid()]).await.unwrap();
+    assert_eq!(got, vec![blocks[0].clone()]);
+    assert_eq!(client.pool.idle_count(&b.peer), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_loses_its_idle_streams() {
+    let member = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = member.clone();
+    let peers = connected_peers(
+        2,
+        Arc::new(move |_| gate.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .await;
+    let (a, b) = (&peers[0], &peers[1]);
+    let blk = block(1, 100);
+    b.store.put(&blk).unwrap();
+    let client = a.client();
+    assert_eq!(
+        client.fetch(b.peer, &[*blk.cid()]).await.unwrap(),
+        vec![blk.clone()]
+    );
+    assert_eq!(client.pool.idle_count(&b.peer), 1);
+    member.store(false, std::sync::atomic::Ordering::SeqCst);
+    let fetched = client.fetch(b.peer, &[*blk.cid()]).await;
+    assert!(
+        matches!(
+            fetched,
+            Err(BlockError::Refused { .. } | BlockError::Broken { .. })
+        ),
+        "{fetched:?}"
+    );
+    assert_eq!(
+        client.pool.idle_count(&b.peer),
+        0,
+        "a failed stream is not kept"
+    );
+}
