@@ -46,6 +46,11 @@ const HEDGE: Duration = Duration::from_secs(1);
 const NO_COLUMN: usize = usize::MAX;
 /// Stripes whose local presence is checked in one blocking call.
 const SCAN: usize = 1024;
+/// How long a holder that failed a fetch counts as down for reads. The monitor declares a dead
+/// peer down only after its metrics have been missing a while; until then every read would ask it
+/// again, and concurrent dials to a dead peer can hang until their timeout (libp2p-stream keeps
+/// one dial request per peer and drops the others), stalling each stripe for a hedge interval.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(3);
 
 /// Where other peers' blocks come from: the cluster's block protocol, or plain stores in tests.
 ///
@@ -217,6 +222,8 @@ struct Inner {
     reads: std::sync::Mutex<HashMap<(Cid, u64), StripeRead>>,
     /// Stripe reads started since start: reads that had to reconstruct.
     stripe_reads: std::sync::atomic::AtomicU64,
+    /// Holders whose last fetch failed, and when (see [`UNREACHABLE_FOR`]).
+    unreachable: std::sync::Mutex<HashMap<PeerId, (std::time::Instant, String)>>,
 }
 
 /// A stripe read that many readers may await: every data cell of the stripe by CID.
@@ -252,6 +259,7 @@ impl Rebuilder {
                 hedge: HEDGE,
                 reads: Default::default(),
                 stripe_reads: Default::default(),
+                unreachable: Default::default(),
             }),
         }
     }
@@ -284,6 +292,51 @@ impl Rebuilder {
 
     pub(crate) fn stripes_in_flight(&self) -> usize {
         self.inner.stripes_in_flight.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether reads should ask `peer`.
+    fn up(&self, peer: &PeerId) -> bool {
+        self.absent(peer).is_none()
+    }
+
+    /// Why reads should not ask `peer`, if they should not: the monitor counts it down, or a fetch
+    /// from it failed in the last [`UNREACHABLE_FOR`] (with that failure's reason).
+    fn absent(&self, peer: &PeerId) -> Option<Absence> {
+        if !(self.inner.alive)(peer) {
+            return Some(Absence::Down);
+        }
+        let mut failed = self
+            .inner
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match failed.get(peer) {
+            Some((at, why)) if at.elapsed() < UNREACHABLE_FOR => {
+                Some(Absence::Unreachable(why.clone()))
+            }
+            Some(_) => {
+                failed.remove(peer);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records how a fetch from `peer` went, for [`Rebuilder::absent`].
+    fn fetched_from<T>(&self, peer: PeerId, result: &Result<T, String>) {
+        let mut failed = self
+            .inner
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                failed.remove(&peer);
+            }
+            Err(e) => {
+                failed.insert(peer, (std::time::Instant::now(), e.clone()));
+            }
+        }
     }
 
     /// Produces one block of an EC pin, checked against its CID. A cell comes from its holder; if
@@ -319,7 +372,7 @@ impl Rebuilder {
         let k = manifest.header.layout.data_shards;
         let dead = |c: usize| {
             stripe.cid(k, c).is_some()
-                && holder(&layout, group, c).is_none_or(|h| h != i.local && !(i.alive)(&h))
+                && holder(&layout, group, c).is_none_or(|h| h != i.local && !self.up(&h))
         };
         if column < k && (0..k).any(dead) {
             return self
@@ -336,7 +389,7 @@ impl Rebuilder {
             }
         };
         match holder(&layout, group, column) {
-            Some(h) if h != i.local && (i.alive)(&h) => {
+            Some(h) if h != i.local && self.up(&h) => {
                 hedged(self.fetch_cell(h, cid), rebuild, i.hedge).await
             }
             _ => rebuild.await,
@@ -345,7 +398,9 @@ impl Rebuilder {
 
     /// The cell from its holder, or `None` (logged) if the holder fails or lacks it.
     async fn fetch_cell(&self, holder: PeerId, cid: Cid) -> Option<Bytes> {
-        match self.inner.remote.fetch(holder, vec![cid]).await {
+        let got = self.inner.remote.fetch(holder, vec![cid]).await;
+        self.fetched_from(holder, &got);
+        match got {
             Ok(got) => {
                 let found = got.into_iter().find(|b| *b.cid() == cid);
                 if found.is_none() {
@@ -369,14 +424,13 @@ impl Rebuilder {
         let i = &self.inner;
         let mut holders = Vec::new();
         for &peer in layout.interior.iter().filter(|p| **p != i.local) {
-            if !(i.alive)(&peer) {
-                holders.push(PeerAbsence {
-                    peer,
-                    why: Absence::Down,
-                });
+            if let Some(why) = self.absent(&peer) {
+                holders.push(PeerAbsence { peer, why });
                 continue;
             }
-            let why = match i.remote.fetch(peer, vec![cid]).await {
+            let got = i.remote.fetch(peer, vec![cid]).await;
+            self.fetched_from(peer, &got);
+            let why = match got {
                 Ok(got) => match got.into_iter().find(|b| *b.cid() == cid) {
                     Some(b) => return Ok(b.into_parts().1),
                     None => Absence::NotThere,
@@ -736,8 +790,10 @@ impl Rebuilder {
             match holder(layout, group, c) {
                 None => *why = Absence::NoHolder,
                 Some(h) if h == i.local => *why = Absence::NotStoredHere,
-                Some(h) if !(i.alive)(&h) => *why = Absence::Down,
-                Some(h) => candidates.push((c, h)),
+                Some(h) => match self.absent(&h) {
+                    Some(absence) => *why = absence,
+                    None => candidates.push((c, h)),
+                },
             }
         }
         type Answer = (usize, Result<Vec<Block>, String>);
@@ -763,6 +819,9 @@ impl Rebuilder {
             tokio::select! {
                 Some((c, answer)) = pending.next() => {
                     in_flight.retain(|x| *x != c);
+                    if let Some(peer) = holder(layout, group, c) {
+                        self.fetched_from(peer, &answer);
+                    }
                     absences[c] = match answer {
                         Ok(blocks) => {
                             g.fill(c, blocks);

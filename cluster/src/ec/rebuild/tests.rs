@@ -748,3 +748,36 @@ async fn a_healthy_read_gathers_nothing() {
         "one fetch per cell, from its holder"
     );
 }
+
+#[tokio::test]
+async fn a_holder_that_failed_is_not_asked_again_for_a_while() {
+    let f = Fixture::new(6, 3, 700, SIZES_6_3);
+    // The monitor still counts the holder up (it died a moment ago), but it refuses.
+    let dead = f.holder(0, 0);
+    f.remote.set_down(dead, true);
+    let r = f.rebuilder(f.outsider(0));
+    let first = f.manifest.stripes[0].data[0];
+    assert_eq!(r.produce(first).await.unwrap(), f.blocks[&first]);
+    let asked_dead = |f: &Fixture| {
+        f.remote
+            .asked_peers()
+            .iter()
+            .filter(|p| **p == dead)
+            .count()
+    };
+    let after_first = asked_dead(&f);
+    assert!(after_first >= 1, "the first read asks it and learns");
+    // The next reads of its cells go straight to reconstruction.
+    for s in 1..f.manifest.stripes.len() {
+        if f.holder(s, 0) != dead {
+            continue;
+        }
+        let cid = f.manifest.stripes[s].data[0];
+        assert_eq!(r.produce(cid).await.unwrap(), f.blocks[&cid]);
+    }
+    assert_eq!(
+        asked_dead(&f),
+        after_first,
+        "not asked again within UNREACHABLE_FOR"
+    );
+}
