@@ -3,9 +3,10 @@
 //!
 //! A request frame, then a reply frame; a stream carries one exchange after another until the
 //! opener closes it (see [`crate::stream_pool`]: opening a stream per request cost a negotiation
-//! round trip per Raft message). A frame's first byte says what follows: [`RAFT`] carries the consensus's own bytes untouched (snapshots can be large and are
-//! not worth re-encoding), [`JSON`] a [`Request`] or [`Reply`]. Streams from peers that are not
-//! members are closed unread and logged.
+//! round trip per Raft message). A frame's first byte says what follows: [`RAFT`] carries the
+//! consensus's own bytes untouched (snapshots can be large and are not worth re-encoding),
+//! [`JSON`] a [`Request`] or [`Reply`]. Streams from peers that are not members are closed unread
+//! and logged, and so is a stream whose opener stops being a member.
 
 use std::sync::Arc;
 use std::time::Duration;
