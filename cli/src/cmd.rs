@@ -38,12 +38,16 @@ impl Context {
 pub(crate) async fn copy_to_stdout(
     mut s: impl futures::Stream<Item = Result<bytes::Bytes>> + Unpin,
 ) -> Result<()> {
+    use std::io::Write;
+
     use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let mut out = tokio::io::stdout();
+    // Plain blocking writes: tokio's stdout hands every write to a blocking thread and waits for
+    // it, a thread hop per chunk of the answer. Blocking here stalls only this task; the
+    // runtime's workers keep reading the connection, and a full pipe still holds the daemon back.
+    let mut out = std::io::stdout().lock();
     while let Some(chunk) = s.next().await {
-        out.write_all(&chunk?).await?;
+        out.write_all(&chunk?)?;
     }
-    out.flush().await?;
+    out.flush()?;
     Ok(())
 }
