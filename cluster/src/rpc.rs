@@ -102,28 +102,16 @@ impl Client {
         frame.push(kind);
         frame.extend_from_slice(body);
         let work = async {
-            let idle = match self.pool.idle(&peer) {
-                Some(stream) => match round(peer, stream, &frame).await {
-                    Ok(done) => Some(done),
-                    Err(e) => {
-                        tracing::trace!(%peer, error = %e, "an idle cluster stream failed; opening a fresh one");
-                        None
-                    }
-                },
-                None => None,
+            let open = || async {
+                self.pool
+                    .open(peer)
+                    .await
+                    .map_err(|e| format!("cannot open a cluster stream to {peer}: {e}"))
             };
-            let (stream, reply) = match idle {
-                Some(done) => done,
-                None => {
-                    let stream = self
-                        .pool
-                        .open(peer)
-                        .await
-                        .map_err(|e| format!("cannot open a cluster stream to {peer}: {e}"))?;
-                    round(peer, stream, &frame).await?
-                }
-            };
-            self.pool.put_back(peer, stream);
+            let reply = self
+                .pool
+                .exchange(peer, open, |stream| round(peer, stream, &frame))
+                .await?;
             match reply.split_first() {
                 Some((k, rest)) => Ok((*k, rest.to_vec())),
                 None => Err(format!("{peer} sent an empty reply")),

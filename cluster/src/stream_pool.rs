@@ -22,6 +22,8 @@
 //!   and only with requests that may run twice.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,38 @@ impl StreamPool {
             protocol,
             idle: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Runs `exchange` (one request and its whole answer) on an idle stream to `peer` if there is
+    /// one, else, or if that fails, on a fresh stream from `open`; keeps the stream after an
+    /// exchange that ended cleanly. Only for requests that may run twice.
+    pub(crate) async fn exchange<T, E, O, OF, X, XF>(
+        &self,
+        peer: PeerId,
+        open: O,
+        exchange: X,
+    ) -> Result<T, E>
+    where
+        E: Display,
+        O: FnOnce() -> OF,
+        OF: Future<Output = Result<Stream, E>>,
+        X: Fn(Stream) -> XF,
+        XF: Future<Output = Result<(Stream, T), E>>,
+    {
+        if let Some(stream) = self.idle(&peer) {
+            match exchange(stream).await {
+                Ok((stream, answer)) => {
+                    self.put_back(peer, stream);
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    tracing::trace!(%peer, protocol = %self.protocol, error = %e, "an idle stream failed; opening a fresh one");
+                }
+            }
+        }
+        let (stream, answer) = exchange(open().await?).await?;
+        self.put_back(peer, stream);
+        Ok(answer)
     }
 
     /// A new stream to `peer`, never an idle one.

@@ -277,21 +277,13 @@ impl BlockClient {
         peer: PeerId,
         ask: &[Cid],
     ) -> Result<(Vec<Block>, usize), BlockError> {
-        if let Some(stream) = self.pool.idle(&peer) {
-            match self.fetch_on(peer, stream, ask).await {
-                Ok((stream, found)) => {
-                    self.pool.put_back(peer, stream);
-                    return Ok(found);
-                }
-                Err(e) => {
-                    tracing::trace!(%peer, error = %e, "an idle block stream failed; opening a fresh one");
-                }
-            }
-        }
-        let stream = self.open(peer).await?;
-        let (stream, found) = self.fetch_on(peer, stream, ask).await?;
-        self.pool.put_back(peer, stream);
-        Ok(found)
+        self.pool
+            .exchange(
+                peer,
+                || self.open(peer),
+                |stream| self.fetch_on(peer, stream, ask),
+            )
+            .await
     }
 
     /// One fetch request and its whole answer on `stream`, which is handed back for reuse.
