@@ -157,7 +157,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256M,1G")
     ap.add_argument("--big", default="4G", help="size streamed into `tessera add` for the peak-memory check (0 to skip)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "add_cat"))
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (repos, logs, inputs: gigabytes) after the run")
     ap.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
     a = ap.parse_args()
     work = Path(a.out)
@@ -214,6 +215,8 @@ def main():
     if a.write:
         with open(ROOT / "BENCHMARKS.md", "a") as f:
             f.write("\n" + text)
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

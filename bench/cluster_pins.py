@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--pins", type=int, default=5000)
     ap.add_argument("--list", type=int, default=100000)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "cluster"))
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (repos, logs, inputs: gigabytes) after the run")
     a = ap.parse_args()
     work = Path(a.out)
     shutil.rmtree(work, ignore_errors=True)
@@ -123,6 +124,8 @@ def main():
     assert len(out.split()) == len(big)
     print(f"listing {n} pins: GET /allocations {dt_rest:.2f} s, tessera pin ls --cluster -q {dt_cli:.2f} s")
     solo.stop()
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

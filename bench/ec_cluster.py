@@ -76,6 +76,7 @@ def main():
     ap.add_argument("--size", default="1G")
     ap.add_argument("--peers", type=int, default=12)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "ec"))
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (repos, logs, inputs: gigabytes) after the run")
     a = ap.parse_args()
     size = parse_size(a.size)
     work = Path(a.out)
@@ -149,6 +150,8 @@ def main():
     for i, p in enumerate(peers):
         if i not in victims:
             p.stop()
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ out). Times are wall clock from the fetch request to its completion.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +41,8 @@ def kubo_addr(k):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256M,1G")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "transfer"))
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (repos, logs, inputs: gigabytes) after the run")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     work = Path(a.out)
@@ -111,6 +113,8 @@ def main():
     if a.write:
         with open(ROOT / "BENCHMARKS.md", "a") as f:
             f.write("\n" + text)
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
