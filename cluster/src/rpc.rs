@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::consensus::{RaftTransport, TransportError};
 use crate::frame::{read_frame, write_frame};
 use crate::status::PeerPinInfo;
-use crate::stream_pool::{SERVER_IDLE, StreamPool};
+use crate::stream_pool::{SERVER_IDLE, StreamPool, next_request};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/cluster/rpc/1.0.0");
@@ -192,23 +192,10 @@ pub(crate) async fn serve(mut control: libp2p_stream::Control, handler: Arc<dyn 
 /// Answers requests on one stream, one after another, until the opener closes it, goes quiet for
 /// [`SERVER_IDLE`], or stops being a member.
 async fn serve_stream(peer: PeerId, mut stream: Stream, handler: Arc<dyn Handler>) {
-    loop {
-        let request =
-            match tokio::time::timeout(SERVER_IDLE, read_frame(&mut stream, MAX_FRAME)).await {
-                Ok(Ok(r)) => r,
-                // The opener closed the stream (its normal end), or sent garbage.
-                Ok(Err(e)) => {
-                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                        tracing::debug!(%peer, error = %e, "bad cluster request");
-                    }
-                    return;
-                }
-                Err(_) => break,
-            };
-        if !handler.allowed(&peer) {
-            tracing::warn!(%peer, protocol = %PROTOCOL, "closed a cluster stream of a peer that is no longer a member");
-            break;
-        }
+    let member = |p: &PeerId| handler.allowed(p);
+    while let Some(request) =
+        next_request(peer, &PROTOCOL, &mut stream, SERVER_IDLE, MAX_FRAME, member).await
+    {
         let reply = match request.split_first() {
             Some((&RAFT, body)) => {
                 let mut out = vec![RAFT];

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::{PeerId, Stream, StreamProtocol};
 
+use crate::frame::read_frame;
+
 /// Idle streams kept per peer; more concurrent requests than this open streams of their own and
 /// drop them afterwards.
 const MAX_IDLE_PER_PEER: usize = 16;
@@ -41,6 +43,35 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 /// [`MAX_IDLE_AGE`], so that an opener never picks a stream that the server has just closed,
 /// short enough that a vanished opener's streams do not linger.
 pub(crate) const SERVER_IDLE: Duration = Duration::from_secs(120);
+
+/// The server side: the next request on `stream`, waiting at most `wait` for it; `None` when the
+/// stream is done (the opener closed it or sent garbage, it stayed quiet, or `member` says the
+/// opener is no longer a member). The caller then closes the stream.
+pub(crate) async fn next_request(
+    peer: PeerId,
+    protocol: &StreamProtocol,
+    stream: &mut Stream,
+    wait: Duration,
+    max: usize,
+    member: impl Fn(&PeerId) -> bool,
+) -> Option<Vec<u8>> {
+    let request = match tokio::time::timeout(wait, read_frame(stream, max)).await {
+        Ok(Ok(r)) => r,
+        // End of stream is how an opener lets a stream go.
+        Ok(Err(e)) => {
+            if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                tracing::debug!(%peer, %protocol, error = %e, "bad cluster request");
+            }
+            return None;
+        }
+        Err(_) => return None,
+    };
+    if !member(&peer) {
+        tracing::warn!(%peer, %protocol, "closed a cluster stream of a peer that is no longer a member");
+        return None;
+    }
+    Some(request)
+}
 
 /// Outbound streams of one protocol, per peer.
 pub(crate) struct StreamPool {

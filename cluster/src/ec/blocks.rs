@@ -40,7 +40,7 @@ use tessera_blockstore::{Block, Blockstore};
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{read_frame, write_frame};
-use crate::stream_pool::{SERVER_IDLE, StreamPool};
+use crate::stream_pool::{SERVER_IDLE, StreamPool, next_request};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/tessera/cluster/blocks/1.0.0");
@@ -596,21 +596,9 @@ async fn serve_stream(
     // The first request comes right after the stream opens; later ones whenever the opener
     // needs the stream again.
     let mut wait = REQUEST_TIMEOUT;
-    loop {
-        let request = match tokio::time::timeout(wait, read_frame(&mut stream, max_request)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    tracing::debug!(%peer, error = %e, "bad cluster block request");
-                }
-                return;
-            }
-            Err(_) => break,
-        };
-        if !allowed(&peer) {
-            tracing::warn!(%peer, protocol = %PROTOCOL, "closed a cluster block stream of a peer that is no longer a member");
-            break;
-        }
+    while let Some(request) =
+        next_request(peer, &PROTOCOL, &mut stream, wait, max_request, &*allowed).await
+    {
         match request.split_first() {
             Some((&PUSH, [])) => return receive_push(peer, stream, store, stored).await,
             Some((&FETCH, cids)) => {

@@ -322,21 +322,32 @@ impl Rebuilder {
         }
     }
 
-    /// Records how a fetch from `peer` went, for [`Rebuilder::absent`].
-    fn fetched_from<T>(&self, peer: PeerId, result: &Result<T, String>) {
-        let mut failed = self
-            .inner
-            .unreachable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(_) => {
-                failed.remove(&peer);
+    /// Asks `peer` for `cids`, and records how it went for [`Rebuilder::absent`].
+    fn fetch_from(
+        &self,
+        peer: PeerId,
+        cids: Vec<Cid>,
+    ) -> BoxFuture<'static, Result<Vec<Block>, String>> {
+        let fetch = self.inner.remote.fetch(peer, cids);
+        let this = self.clone();
+        Box::pin(async move {
+            let got = fetch.await;
+            let mut failed = this
+                .inner
+                .unreachable
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match &got {
+                Ok(_) => {
+                    failed.remove(&peer);
+                }
+                Err(e) => {
+                    failed.insert(peer, (std::time::Instant::now(), e.clone()));
+                }
             }
-            Err(e) => {
-                failed.insert(peer, (std::time::Instant::now(), e.clone()));
-            }
-        }
+            drop(failed);
+            got
+        })
     }
 
     /// Produces one block of an EC pin, checked against its CID. A cell comes from its holder; if
@@ -398,9 +409,7 @@ impl Rebuilder {
 
     /// The cell from its holder, or `None` (logged) if the holder fails or lacks it.
     async fn fetch_cell(&self, holder: PeerId, cid: Cid) -> Option<Bytes> {
-        let got = self.inner.remote.fetch(holder, vec![cid]).await;
-        self.fetched_from(holder, &got);
-        match got {
+        match self.fetch_from(holder, vec![cid]).await {
             Ok(got) => {
                 let found = got.into_iter().find(|b| *b.cid() == cid);
                 if found.is_none() {
@@ -428,9 +437,7 @@ impl Rebuilder {
                 holders.push(PeerAbsence { peer, why });
                 continue;
             }
-            let got = i.remote.fetch(peer, vec![cid]).await;
-            self.fetched_from(peer, &got);
-            let why = match got {
+            let why = match self.fetch_from(peer, vec![cid]).await {
                 Ok(got) => match got.into_iter().find(|b| *b.cid() == cid) {
                     Some(b) => return Ok(b.into_parts().1),
                     None => Absence::NotThere,
@@ -808,7 +815,7 @@ impl Rebuilder {
                 hedge = false;
                 let (c, peer) = candidates.remove(at);
                 let cids = g.wants(c);
-                let fetch = i.remote.fetch(peer, cids);
+                let fetch = self.fetch_from(peer, cids);
                 pending.push(Box::pin(async move { (c, fetch.await) }));
                 in_flight.push(c);
             }
@@ -819,9 +826,6 @@ impl Rebuilder {
             tokio::select! {
                 Some((c, answer)) = pending.next() => {
                     in_flight.retain(|x| *x != c);
-                    if let Some(peer) = holder(layout, group, c) {
-                        self.fetched_from(peer, &answer);
-                    }
                     absences[c] = match answer {
                         Ok(blocks) => {
                             g.fill(c, blocks);
