@@ -29,6 +29,7 @@ mod block;
 mod check;
 mod compact;
 mod config;
+mod direct;
 mod error;
 mod gc;
 mod lease;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use cid::Cid;
 
+use crate::direct::{self, DirectError, Stage};
 use crate::error::StorageError;
 use crate::tables::FORMAT_VERSION;
 
@@ -79,6 +80,16 @@ pub(crate) struct PackFile {
     path: PathBuf,
     file: File,
     len: u64,
+    direct: Direct,
+}
+
+/// The pack's handle for direct writes, opened at the first cold append.
+#[derive(Debug)]
+enum Direct {
+    Untried,
+    Open(File),
+    /// The filesystem does no direct I/O: cold appends go through the page cache too.
+    Off,
 }
 
 impl PackFile {
@@ -99,6 +110,7 @@ impl PackFile {
             path,
             file,
             len: PACK_HEADER_LEN,
+            direct: Direct::Untried,
         })
     }
 
@@ -120,6 +132,7 @@ impl PackFile {
             path,
             file,
             len: committed_len,
+            direct: Direct::Untried,
         };
         pack.truncate(committed_len)?;
         Ok(pack)
@@ -157,6 +170,39 @@ impl PackFile {
             rest = tail;
         }
         Ok(())
+    }
+
+    /// Writes `slices` at the end of the pack without going through the page cache where the
+    /// filesystem allows it (see [`crate::direct`]): for blocks nobody is about to read.
+    pub(crate) fn append_cold(
+        &mut self,
+        slices: &mut [IoSlice<'_>],
+        stage: &mut Stage,
+    ) -> Result<(), StorageError> {
+        if matches!(self.direct, Direct::Untried) {
+            self.direct = direct::open(&self.path).map_or(Direct::Off, Direct::Open);
+        }
+        if let Direct::Open(file) = &self.direct {
+            match direct::append(file, &self.file, self.len, slices, stage) {
+                Ok(()) => {
+                    self.len += slices.iter().map(|s| s.len() as u64).sum::<u64>();
+                    // Later buffered appends write at the file cursor.
+                    self.file
+                        .seek(SeekFrom::Start(self.len))
+                        .map_err(|e| StorageError::io("seeking in", &self.path, e))?;
+                    return Ok(());
+                }
+                // Nothing counted yet: the buffered append below writes every byte again.
+                Err(DirectError::Unsupported) => {
+                    tracing::debug!(path = %self.path.display(), "direct write refused; writing through the page cache");
+                    self.direct = Direct::Off;
+                }
+                Err(DirectError::Io(e)) => {
+                    return Err(StorageError::io("appending to", &self.path, e));
+                }
+            }
+        }
+        self.append(slices)
     }
 
     fn write_all_vectored(&mut self, mut slices: &mut [IoSlice<'_>]) -> Result<(), StorageError> {
@@ -364,6 +410,57 @@ mod tests {
         }
         // A wrong id is refused: the file is not the pack the index means.
         assert!(scan_records(&file, &path, 4, pack.len(), |_| Ok(true)).is_err());
+    }
+
+    #[test]
+    fn cold_appends_pad_to_the_block_and_read_back_between_ordinary_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pack = PackFile::create(dir.path(), 5).unwrap();
+        let path = pack_path(dir.path(), 5);
+        let direct = direct::open(&path).is_some();
+        let mut stage = Stage::new();
+        let mut written: Vec<(u64, Vec<u8>)> = Vec::new();
+        // Sizes straddle the alignment and the 4 MiB staging buffer.
+        for (i, n) in [3usize, 4093, 4096, 5_000_000, 10, 8192, 1]
+            .into_iter()
+            .enumerate()
+        {
+            let data = vec![i as u8 + 1; n];
+            let at = pack.len();
+            if i % 3 == 2 {
+                pack.append(&mut [IoSlice::new(&data)]).unwrap();
+            } else {
+                pack.append_cold(
+                    &mut [IoSlice::new(&data[..n / 2]), IoSlice::new(&data[n / 2..])],
+                    &mut stage,
+                )
+                .unwrap();
+                let on_disk = std::fs::metadata(&path).unwrap().len();
+                if direct {
+                    assert_eq!(
+                        on_disk % direct::ALIGN as u64,
+                        0,
+                        "a direct append ends on a block"
+                    );
+                    assert!(on_disk >= pack.len());
+                }
+            }
+            written.push((at, data));
+        }
+        pack.sync().unwrap();
+        let file = File::open(&path).unwrap();
+        let mut header = [0u8; PACK_HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0).unwrap();
+        assert_eq!(header, pack_header(5));
+        for (at, data) in &written {
+            let mut back = vec![0u8; data.len()];
+            file.read_exact_at(&mut back, *at).unwrap();
+            assert!(back == *data, "{} bytes at {at}", data.len());
+        }
+        // Cutting back to the committed length drops the padding.
+        let len = pack.len();
+        pack.truncate(len).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     }
 
     #[test]

@@ -198,6 +198,20 @@ impl Blockstore {
     /// calls are cut into batches of at most `max_batch_bytes`, sent to the
     /// writer back to back; on `Err` some batches may be stored.
     pub fn put_many(&self, blocks: &[Block]) -> Result<(), PutError> {
+        self.put_blocks(blocks, false)
+    }
+
+    /// [`put_many`](Self::put_many) for blocks that nobody is about to read
+    /// (cells pushed by an erasure-coded add, rebuilt columns, blocks fetched
+    /// for a pin): where the filesystem allows, they go to disk without being
+    /// copied into the page cache, which on a busy node is the largest cost
+    /// of storing them. A batch that also holds ordinary puts is written the
+    /// ordinary way. Durability and reads are the same either way.
+    pub fn put_many_cold(&self, blocks: &[Block]) -> Result<(), PutError> {
+        self.put_blocks(blocks, true)
+    }
+
+    fn put_blocks(&self, blocks: &[Block], cold: bool) -> Result<(), PutError> {
         let missing = self.missing(blocks)?;
         if missing.is_empty() {
             return Ok(());
@@ -211,6 +225,7 @@ impl Blockstore {
             {
                 replies.push(self.send(|reply| Request::Put {
                     blocks: std::mem::take(&mut batch),
+                    cold,
                     reply,
                 })?);
                 batch_bytes = 0;
@@ -220,6 +235,7 @@ impl Blockstore {
         }
         replies.push(self.send(|reply| Request::Put {
             blocks: batch,
+            cold,
             reply,
         })?);
         for reply in replies {

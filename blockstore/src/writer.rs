@@ -22,6 +22,7 @@ use cid::Cid;
 use redb::{Database, ReadableTable};
 
 use crate::block::Block;
+use crate::direct::Stage;
 use crate::error::{StorageError, WriteFailure};
 use crate::pack::{PACK_HEADER_LEN, PackFile, pack_path, record_header, record_len};
 use crate::pack_cache::PackCache;
@@ -54,6 +55,8 @@ pub(crate) enum Request {
     /// Store blocks (existing ones are skipped).
     Put {
         blocks: Vec<Block>,
+        /// Nobody is about to read them: write past the page cache.
+        cold: bool,
         reply: Reply<()>,
     },
     /// Remove blocks; answers the length of each removed block.
@@ -158,6 +161,8 @@ pub(crate) struct Writer {
     current: Option<PackFile>,
     current_id: Arc<AtomicU64>,
     cache: Arc<PackCache>,
+    /// The aligned buffer of cold (direct) appends.
+    stage: Stage,
 }
 
 /// Appends planned for one pack in one batch.
@@ -178,6 +183,9 @@ struct Plan {
     retired: Vec<u32>,
     block_bytes: u64,
     next_pack_id: u64,
+    /// Whether some block of the batch is likely to be read soon (a put that is not
+    /// [cold](crate::Blockstore::put_many_cold)): then the batch goes through the page cache.
+    hot: bool,
     /// Time spent in `writev` and in fdatasync, for the batch's log line.
     append_time: Duration,
     sync_time: Duration,
@@ -205,6 +213,7 @@ impl Writer {
             current,
             current_id,
             cache,
+            stage: Stage::new(),
         }
     }
 
@@ -270,6 +279,7 @@ impl Writer {
             retired: Vec::new(),
             block_bytes: 0,
             next_pack_id: 0,
+            hot: false,
             append_time: Duration::ZERO,
             sync_time: Duration::ZERO,
         };
@@ -324,10 +334,22 @@ impl Writer {
             };
         }
         match req {
-            Request::Put { blocks, reply } => {
+            Request::Put {
+                blocks,
+                cold,
+                reply,
+            } => {
+                plan.hot |= !cold;
                 for block in &blocks {
                     if let Err(e) = self.put_one(block.cid(), block.data(), t, plan) {
-                        return Err((e, Box::new(Request::Put { blocks, reply })));
+                        return Err((
+                            e,
+                            Box::new(Request::Put {
+                                blocks,
+                                cold,
+                                reply,
+                            }),
+                        ));
                     }
                 }
                 Ok(finish(reply, ()))
@@ -559,7 +581,11 @@ impl Writer {
                 slices.push(IoSlice::new(data));
             }
             let started = Instant::now();
-            seg.pack.append(&mut slices)?;
+            if plan.hot {
+                seg.pack.append(&mut slices)?;
+            } else {
+                seg.pack.append_cold(&mut slices, &mut self.stage)?;
+            }
             let appended = Instant::now();
             seg.pack.sync()?;
             plan.append_time += appended - started;

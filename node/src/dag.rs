@@ -176,7 +176,7 @@ impl BlockSource for DagService {
         }
         let store = self.store.clone();
         let b = block.clone();
-        tokio::task::spawn_blocking(move || store.put(&b))
+        tokio::task::spawn_blocking(move || store.put_many_cold(std::slice::from_ref(&b)))
             .await
             .map_err(|e| BlockSourceError::Failed {
                 cid: *cid,

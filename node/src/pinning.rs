@@ -101,7 +101,7 @@ async fn store_batch(node: &Node, batch: Vec<Block>) -> Result<(), String> {
     }
     let cids: Vec<Cid> = batch.iter().map(|b| *b.cid()).collect();
     let store = node.store().clone();
-    tokio::task::spawn_blocking(move || store.put_many(&batch))
+    tokio::task::spawn_blocking(move || store.put_many_cold(&batch))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -26,6 +26,10 @@ macro_rules! suite {
                 super::boundary_sizes_round_trip(config());
             }
             #[test]
+            fn cold_and_ordinary_puts_interleave() {
+                super::cold_and_ordinary_puts_interleave(config());
+            }
+            #[test]
             fn everything_survives_reopen() {
                 super::everything_survives_reopen(config());
             }
@@ -161,6 +165,55 @@ fn everything_survives_reopen(config: Config) {
             .map(|b| b.data().len() as u64)
             .sum::<u64>()
     );
+}
+
+/// Cold puts write past the page cache in aligned pieces, re-writing the partial block at a
+/// pack's end: every record before, between and after them must read back, before and after a
+/// reopen, whatever sizes and whichever order.
+fn cold_and_ordinary_puts_interleave(config: Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [1usize, 4095, 4096, 4097, 262_144, 5_000_000, 777, 65_537];
+    let blocks: Vec<Block> = (0..24)
+        .map(|i| leaf(sizes[i % sizes.len()], 7000 + i as u64))
+        .collect();
+    let put = |store: &Blockstore, i: usize| {
+        let b = std::slice::from_ref(&blocks[i]);
+        if i.is_multiple_of(3) {
+            store.put_many(b).unwrap();
+        } else {
+            store.put_many_cold(b).unwrap();
+        }
+    };
+    let check = |store: &Blockstore, upto: usize| {
+        for b in &blocks[..upto] {
+            assert_eq!(
+                store.get_verified(b.cid()).unwrap().as_ref(),
+                Some(b.data()),
+                "block of {} bytes",
+                b.data().len()
+            );
+        }
+    };
+    {
+        let store = open(dir.path(), &config);
+        for i in 0..12 {
+            put(&store, i);
+            check(&store, i + 1);
+        }
+        // Several cold blocks in one call: one batch, several aligned pieces.
+        store.put_many_cold(&blocks[12..18]).unwrap();
+        check(&store, 18);
+    }
+    let store = open(dir.path(), &config);
+    check(&store, 18);
+    for i in 18..24 {
+        put(&store, i);
+    }
+    check(&store, 24);
+    drop(store);
+    let store = open(dir.path(), &config);
+    check(&store, 24);
+    assert_eq!(store.stat().unwrap().blocks, 24);
 }
 
 fn delete_then_put_again(config: Config) {

@@ -60,7 +60,13 @@ fn child_process() {
                     let root = node(&cids, &batch.to_le_bytes());
                     {
                         let _guard = store.gc_guard();
-                        store.put_many(&blocks).expect("put_many");
+                        // One thread's blocks go past the page cache (direct I/O), so that
+                        // cold and ordinary appends share packs when the kill comes.
+                        if t == 1 {
+                            store.put_many_cold(&blocks).expect("put_many_cold");
+                        } else {
+                            store.put_many(&blocks).expect("put_many");
+                        }
                         store.put(&root).expect("put root");
                         store.pin(root.cid(), PinMode::Recursive).expect("pin");
                     }

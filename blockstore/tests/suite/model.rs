@@ -31,7 +31,7 @@ fn universe() -> Vec<Block> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Put(Vec<usize>),
+    Put(Vec<usize>, bool),
     Delete(usize),
     Pin(usize, bool),
     Unpin(usize, bool),
@@ -42,7 +42,8 @@ enum Op {
 
 fn op(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => proptest::collection::vec(0..n, 1..5).prop_map(Op::Put),
+        4 => (proptest::collection::vec(0..n, 1..5), any::<bool>())
+            .prop_map(|(ix, cold)| Op::Put(ix, cold)),
         2 => (0..n).prop_map(Op::Delete),
         2 => (0..n, any::<bool>()).prop_map(|(i, r)| Op::Pin(i, r)),
         1 => (0..n, any::<bool>()).prop_map(|(i, r)| Op::Unpin(i, r)),
@@ -113,9 +114,13 @@ proptest! {
         let mut model = Model::default();
         for op in ops {
             match op {
-                Op::Put(ix) => {
+                Op::Put(ix, cold) => {
                     let batch: Vec<Block> = ix.iter().map(|&i| blocks[i].clone()).collect();
-                    store.put_many(&batch).unwrap();
+                    if cold {
+                        store.put_many_cold(&batch).unwrap();
+                    } else {
+                        store.put_many(&batch).unwrap();
+                    }
                     model.present.extend(batch.iter().map(|b| *b.cid()));
                 }
                 Op::Delete(i) => {

@@ -10,7 +10,7 @@
 //! - **Push**: `[PUSH]`; the receiver answers `[READY]`; then any number of
 //!   `[BLOCK][cid length: u8][cid][data]`, then `[END]`.
 //!   The receiver hashes every block, stores them in batches of about 16 MiB (one
-//!   `Blockstore::put_many`: one append, one fsync, one index commit) and answers each stored
+//!   `Blockstore::put_many_cold`: one append, one fsync, one index commit) and answers each stored
 //!   batch with `[ACK][blocks: u64][bytes: u64]`, the totals stored so far (big-endian). After
 //!   `[END]` and the last batch it answers `[DONE][blocks: u64][bytes: u64]` and closes. The
 //!   sender keeps at most 32 MiB of block data unacknowledged, which bounds the receiver's memory
@@ -710,7 +710,7 @@ async fn store_batches(
                     }
                     lease(&store, &batch);
                     store
-                        .put_many(&batch)
+                        .put_many_cold(&batch)
                         .map_err(|e| format!("cannot store the blocks: {e}"))?;
                     Ok(batch.iter().map(|b| *b.cid()).collect())
                 })

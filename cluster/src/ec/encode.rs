@@ -398,7 +398,7 @@ impl<'a> Sinks<'a> {
         self.storing = Some(tokio::task::spawn_blocking(move || {
             super::blocks::lease(&store, &batch);
             store
-                .put_many(&batch)
+                .put_many_cold(&batch)
                 .map(|()| batch.iter().map(|b| *b.cid()).collect())
                 .map_err(|e| e.to_string())
         }));

@@ -224,7 +224,7 @@ impl EcHolder {
             let store = self.node.store().clone();
             tokio::task::spawn_blocking(move || {
                 super::blocks::lease(&store, &rebuilt);
-                store.put_many(&rebuilt)
+                store.put_many_cold(&rebuilt)
             })
             .await
             .map_err(|e| e.to_string())?

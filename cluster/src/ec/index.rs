@@ -559,9 +559,11 @@ pub(crate) async fn load_manifest_from(
                 .map(|(cid, bytes)| Block::new_unchecked(cid, bytes))
                 .collect();
             super::blocks::lease(&store, &blocks);
-            store.put_many(&blocks).map_err(|e| RebuildError::Store {
-                reason: e.to_string(),
-            })?;
+            store
+                .put_many_cold(&blocks)
+                .map_err(|e| RebuildError::Store {
+                    reason: e.to_string(),
+                })?;
         }
         Ok((manifest, blocks))
     });

@@ -568,9 +568,11 @@ impl Rebuilder {
         blocking(move || {
             // Kept from GC until the reconcile that asked for them pins them.
             super::blocks::lease(&store, &blocks);
-            store.put_many(&blocks).map_err(|e| RebuildError::Store {
-                reason: e.to_string(),
-            })
+            store
+                .put_many_cold(&blocks)
+                .map_err(|e| RebuildError::Store {
+                    reason: e.to_string(),
+                })
         })
         .await?
     }
