@@ -107,6 +107,23 @@ impl ClusterClient {
         serde_json::from_slice(&body).context("the daemon's answer is not the JSON expected")
     }
 
+    /// A multipart upload answered with one JSON document.
+    pub(crate) async fn post_multipart(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        form: reqwest::multipart::Form,
+    ) -> Result<Value> {
+        let resp = self
+            .send(
+                self.request(reqwest::Method::POST, path, query)
+                    .multipart(form),
+            )
+            .await?;
+        let body = resp.bytes().await.context("the answer broke off")?;
+        serde_json::from_slice(&body).context("the daemon's answer is not the JSON expected")
+    }
+
     /// A call answered with NDJSON.
     pub(crate) async fn ndjson(
         &self,
@@ -148,17 +165,26 @@ pub(crate) fn parse_ec(repo: &Path, s: &str) -> Result<(u8, u8)> {
     Ok((k, m))
 }
 
-/// Turns `cid` into an erasure-coded cluster pin (the daemon encodes it, pushes every block to its
-/// holder and commits the pin once all acknowledged).
-pub(crate) async fn pin_ec(ctx: &crate::cmd::Context, cid: &str, k: u8, m: u8) -> Result<Value> {
+/// Uploads `form` to the cluster's `/add` with `data-shards` and `parity-shards`: the daemon
+/// erasure-codes the import as it arrives and answers, once the pin is committed, every entry it
+/// added (IPFS Cluster's `AddedOutput`s, as one array: an error then comes as the response's
+/// status and message, which a streamed answer could only give in a trailer).
+pub(crate) async fn add_ec(
+    ctx: &crate::cmd::Context,
+    query: &[(&str, String)],
+    form: reqwest::multipart::Form,
+    k: u8,
+    m: u8,
+) -> Result<Vec<Value>> {
     let c = ClusterClient::connect(&ctx.repo, ctx.cluster_api.as_deref())?;
-    c.json(
-        reqwest::Method::POST,
-        &format!("/pins/{cid}"),
-        &[
-            ("data-shards", k.to_string()),
-            ("parity-shards", m.to_string()),
-        ],
-    )
-    .await
+    let mut q = query.to_vec();
+    q.extend([
+        ("data-shards", k.to_string()),
+        ("parity-shards", m.to_string()),
+        ("stream-channels", "false".to_string()),
+    ]);
+    match c.post_multipart("/add", &q, form).await? {
+        Value::Array(entries) => Ok(entries),
+        other => bail!("the daemon's /add answer is not a list: {other}"),
+    }
 }

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use cid::Cid;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use libp2p::{Multiaddr, PeerId};
 
+pub use crate::ec::encode::ImportSink;
 use crate::metric::Metric;
 use crate::pin::{Pin, PinMode};
 use crate::status::{GlobalPinInfo, PinStatus};
@@ -112,6 +114,19 @@ pub trait ClusterApi: Send + Sync + 'static {
     async fn peer_remove(&self, peer: PeerId) -> Result<(), ClusterError>;
     /// Adds (or replaces) a pin; returns it as committed, allocations filled in.
     async fn pin(&self, cid: Cid, options: PinOptions) -> Result<Pin, ClusterError>;
+    /// Starts an erasure-coded add `k`+`m` that the REST `/add` feeds as it imports: its blocks go
+    /// into the sink, and the future encodes and pushes them meanwhile, then commits the pin.
+    fn ec_add(
+        &self,
+        k: u8,
+        m: u8,
+        options: PinOptions,
+    ) -> Result<(ImportSink, BoxFuture<'static, Result<Pin, ClusterError>>), ClusterError> {
+        let _ = options;
+        Err(ClusterError::bad_request(format!(
+            "this peer cannot erasure-code ({k}+{m} was asked)"
+        )))
+    }
     /// Removes a pin; returns the removed pin. Not in the pinset: 404-like error.
     async fn unpin(&self, cid: Cid) -> Result<Pin, ClusterError>;
     /// One pin of the pinset, `None` if absent.

@@ -22,7 +22,7 @@ use tessera_blockstore::{Block, Blockstore, PinMode};
 
 use crate::unixfs::{DirectoryBuilder, DirectoryOptions, FileImporter, ImportOptions};
 
-/// Blocks are handed to the store thread in batches of about this many bytes: one fsync each.
+/// Blocks are handed to the blockstore in batches of about this many bytes: one fsync each.
 const BATCH_BYTES: usize = 16 << 20;
 /// Progress events are sent at most once per this many bytes of a file.
 const PROGRESS_STEP: u64 = 1 << 20;
@@ -88,8 +88,93 @@ pub trait EventSink: Send + 'static {
     fn send(&mut self, event: AddEvent) -> bool;
 }
 
-/// Starts the pipeline; returns the sender of inputs. The pipeline ends after `input` is dropped
-/// (then it finishes the directories and pins) or after an [`AddInput::Abort`].
+/// Where the blocks of an add go, on the store thread: the node's blockstore ([`StoreSink`]), or
+/// another consumer (the cluster streams an erasure-coded add into its encoder, so that the adding
+/// peer never stores what it does not hold).
+pub trait BlockSink: Send + 'static {
+    /// Takes the next batch of new blocks, in import order (children before parents). Blocking is
+    /// the back-pressure that reaches the upload.
+    fn put(&mut self, blocks: Vec<Block>) -> Result<(), String>;
+    /// The import completed: `roots` are the top-level entries (or the wrapper), each once. Not
+    /// called when the add failed.
+    fn finish(&mut self, roots: Vec<Cid>) -> Result<(), String>;
+    /// How many bytes of blocks to gather per `put`. Up to four batches are in flight between the
+    /// import and the sink, so this bounds the add's memory.
+    fn batch_bytes(&self) -> usize {
+        BATCH_BYTES
+    }
+    /// Runs the whole add (every `put`, then `finish`) inside whatever the sink must hold meanwhile.
+    fn session(
+        &mut self,
+        add: &mut dyn FnMut(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        add(self)
+    }
+}
+
+/// The ordinary sink: every block durable in the blockstore, then the roots pinned (unless the
+/// options say not to), all under the blockstore's GC guard so that GC never sweeps an add in
+/// progress.
+pub struct StoreSink {
+    store: Blockstore,
+    only_hash: bool,
+    pin: bool,
+    stored: Stored,
+}
+
+impl StoreSink {
+    /// `stored` is called with the CIDs of each batch once it is durable (the node tells Bitswap).
+    pub fn new(
+        store: Blockstore,
+        options: &AddOptions,
+        stored: impl Fn(Vec<Cid>) + Send + 'static,
+    ) -> Self {
+        StoreSink {
+            store,
+            only_hash: options.only_hash,
+            pin: options.pin,
+            stored: Box::new(stored),
+        }
+    }
+}
+
+impl BlockSink for StoreSink {
+    fn put(&mut self, blocks: Vec<Block>) -> Result<(), String> {
+        if self.only_hash {
+            return Ok(());
+        }
+        self.store
+            .put_many(&blocks)
+            .map_err(|e| format!("cannot store blocks: {e}"))?;
+        (self.stored)(blocks.iter().map(|b| *b.cid()).collect());
+        Ok(())
+    }
+
+    fn finish(&mut self, roots: Vec<Cid>) -> Result<(), String> {
+        if self.only_hash || !self.pin {
+            return Ok(());
+        }
+        for root in roots {
+            self.store
+                .pin(&root, PinMode::Recursive)
+                .map_err(|e| format!("cannot pin {root}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn session(
+        &mut self,
+        add: &mut dyn FnMut(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let store = self.store.clone();
+        let _guard = store.gc_guard();
+        add(self)
+    }
+}
+
+/// Starts the pipeline into the node's blockstore; returns the sender of inputs. The pipeline
+/// ends after `input` is dropped (then it finishes the directories and pins) or after an
+/// [`AddInput::Abort`].
 ///
 /// `stored` is called with the CIDs of each batch once it is durable (the node tells Bitswap).
 pub fn start(
@@ -98,12 +183,22 @@ pub fn start(
     events: impl EventSink,
     stored: impl Fn(Vec<Cid>) + Send + 'static,
 ) -> std::io::Result<mpsc::Sender<AddInput>> {
+    let sink = StoreSink::new(store, &options, stored);
+    start_into(sink, options, events)
+}
+
+/// [`start`] into any [`BlockSink`].
+pub fn start_into(
+    sink: impl BlockSink,
+    options: AddOptions,
+    events: impl EventSink,
+) -> std::io::Result<mpsc::Sender<AddInput>> {
     // A tokio channel: the async feeder awaits room (back-pressure from the disk reaches the upload)
     // without a blocking-pool hop per chunk; the import thread takes from it with blocking_recv.
     let (tx, rx) = mpsc::channel::<AddInput>(64);
     std::thread::Builder::new()
         .name("tessera-add".into())
-        .spawn(move || import_thread(store, options, rx, events, Box::new(stored)))?;
+        .spawn(move || import_thread(sink, options, rx, events))?;
     Ok(tx)
 }
 
@@ -117,17 +212,16 @@ struct Current {
 }
 
 fn import_thread(
-    store: Blockstore,
+    sink: impl BlockSink,
     options: AddOptions,
     mut rx: mpsc::Receiver<AddInput>,
     mut events: impl EventSink,
-    stored: Stored,
 ) {
     let (batch_tx, batch_rx) = sync_channel::<Batch>(2);
-    let only_hash = options.only_hash;
+    let batch_bytes = sink.batch_bytes();
     let storer = std::thread::Builder::new()
         .name("tessera-add-store".into())
-        .spawn(move || store_thread(store, only_hash, batch_rx, stored));
+        .spawn(move || store_thread(sink, batch_rx));
     let storer = match storer {
         Ok(h) => h,
         Err(e) => {
@@ -137,18 +231,14 @@ fn import_thread(
             return;
         }
     };
-    let outcome = import(&options, &mut rx, &batch_tx, &mut events);
+    let outcome = import(&options, batch_bytes, &mut rx, &batch_tx, &mut events);
     let (pins, failure) = match outcome {
         Ok(pins) => (pins, None),
         Err(e) => (Vec::new(), Some(e)),
     };
-    let _ = batch_tx.send(Batch::Finish {
-        pins: if failure.is_some() || !options.pin {
-            Vec::new()
-        } else {
-            pins
-        },
-    });
+    if failure.is_none() {
+        let _ = batch_tx.send(Batch::Finish { pins });
+    }
     drop(batch_tx);
     let stored = storer
         .join()
@@ -164,6 +254,7 @@ fn import_thread(
 /// Reads inputs until the end, returning the roots to pin, or why the add failed.
 fn import(
     options: &AddOptions,
+    batch_bytes: usize,
     rx: &mut mpsc::Receiver<AddInput>,
     batches: &SyncSender<Batch>,
     events: &mut impl EventSink,
@@ -223,7 +314,7 @@ fn import(
                         return Err("the client went away".into());
                     }
                 }
-                if pending_bytes >= BATCH_BYTES {
+                if pending_bytes >= batch_bytes {
                     flush(&mut pending, &mut pending_bytes)?;
                 }
             }
@@ -337,35 +428,16 @@ enum Batch {
     Finish { pins: Vec<Cid> },
 }
 
-fn store_thread(
-    store: Blockstore,
-    only_hash: bool,
-    rx: Receiver<Batch>,
-    stored: Stored,
-) -> Result<(), String> {
-    let _guard = store.gc_guard();
-    for batch in rx.iter() {
-        match batch {
-            Batch::Blocks(blocks) => {
-                if !only_hash {
-                    store
-                        .put_many(&blocks)
-                        .map_err(|e| format!("cannot store blocks: {e}"))?;
-                    stored(blocks.iter().map(|b| *b.cid()).collect());
-                }
-            }
-            Batch::Finish { pins } => {
-                if !only_hash {
-                    for root in pins {
-                        store
-                            .pin(&root, PinMode::Recursive)
-                            .map_err(|e| format!("cannot pin {root}: {e}"))?;
-                    }
-                }
+fn store_thread(mut sink: impl BlockSink, rx: Receiver<Batch>) -> Result<(), String> {
+    sink.session(&mut |sink| {
+        for batch in rx.iter() {
+            match batch {
+                Batch::Blocks(blocks) => sink.put(blocks)?,
+                Batch::Finish { pins } => sink.finish(pins)?,
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Parses Kubo's `--chunker` value (`size-N`; `default`).

@@ -20,7 +20,7 @@ pub mod swarm;
 pub mod unixfs;
 
 pub use addr::{multiaddr_to_socket, socket_to_multiaddr};
-pub use api::add::add_multipart;
+pub use api::add::{add_multipart, add_multipart_into};
 pub use config::{Config, ConfigError};
 pub use dag::{DagService, Fetcher, Producer};
 pub use node::{ConfigChangeError, Node, set_config_key};

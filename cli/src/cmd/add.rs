@@ -195,6 +195,48 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         })
     });
 
+    let ec = match &args.ec {
+        Some(_) if args.only_hash => {
+            bail!("--ec and --only-hash together make no sense: nothing is stored")
+        }
+        Some(_) if !args.pin => {
+            bail!("--ec and --pin=false together make no sense: an erasure-coded add is a pin")
+        }
+        Some(ec) => Some(crate::cluster_client::parse_ec(&ctx.repo, ec)?),
+        None => None,
+    };
+    if let Some((k, m)) = ec {
+        if std::io::stderr().is_terminal() && !args.quieter {
+            eprintln!("erasure-coding as {k}+{m} across the cluster while adding...");
+        }
+        // The cluster's /add takes the same form and import options as the Kubo API's.
+        q.retain(|(key, _)| !matches!(*key, "pin" | "only-hash"));
+        let result = crate::cluster_client::add_ec(ctx, &q, form, k, m).await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        let mut last = None;
+        for v in result? {
+            let Some(cid) = v["cid"]
+                .as_str()
+                .map(str::to_string)
+                .filter(|c| !c.is_empty())
+            else {
+                continue;
+            };
+            print_added(&args, None, &cid, v["name"].as_str().unwrap_or_default());
+            last = Some(cid);
+        }
+        let last = last.context("the daemon added nothing")?;
+        if args.quieter {
+            println!("{last}");
+        }
+        return Ok(());
+    }
+
     let resp = client.post_multipart("add", &q, form).await;
     let result = async {
         let resp = resp?;
@@ -205,18 +247,12 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
             let Some(hash) = v["Hash"].as_str() else {
                 continue;
             };
-            let name = v["Name"].as_str().unwrap_or_default();
-            let line = if args.quiet {
-                hash.to_string()
-            } else {
-                format!("added {hash} {name}")
-            };
-            if !args.quieter {
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => println!("{line}"),
-                }
-            }
+            print_added(
+                &args,
+                bar.as_ref(),
+                hash,
+                v["Name"].as_str().unwrap_or_default(),
+            );
             last = Some(hash.to_string());
         }
         Ok::<_, anyhow::Error>(last)
@@ -229,20 +265,26 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         b.finish_and_clear();
     }
     let last = result?.context("the daemon added nothing")?;
-    if let Some(ec) = &args.ec {
-        if args.only_hash {
-            anyhow::bail!("--ec and --only-hash together make no sense: nothing is stored");
-        }
-        let (k, m) = crate::cluster_client::parse_ec(&ctx.repo, ec)?;
-        if std::io::stderr().is_terminal() && !args.quieter {
-            eprintln!("erasure-coding {last} as {k}+{m} across the cluster...");
-        }
-        crate::cluster_client::pin_ec(ctx, &last, k, m).await?;
-    }
     if args.quieter {
         println!("{last}");
     }
     Ok(())
+}
+
+/// One `added CID NAME` line (or just the CID with `-q`; nothing with `-Q`), above the progress bar.
+fn print_added(args: &AddArgs, bar: Option<&indicatif::ProgressBar>, cid: &str, name: &str) {
+    if args.quieter {
+        return;
+    }
+    let line = if args.quiet {
+        cid.to_string()
+    } else {
+        format!("added {cid} {name}")
+    };
+    match bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    }
 }
 
 fn count<S>(

@@ -14,7 +14,7 @@
 //! leaves (data cells), the others interior blocks. Identity-hash CIDs carry their bytes inside
 //! the CID, are never fetched, and are neither striped nor replicated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cid::Cid;
 use futures::StreamExt;
@@ -37,12 +37,16 @@ const ENCODER_INPUT: usize = 16;
 const ENCODER_OUTPUT: usize = 4;
 /// Blocks queued for one peer's session, on top of its window.
 const PEER_QUEUE: usize = 32;
+/// The import hands its blocks to the encoder in batches of about this many bytes.
+const IMPORT_BATCH_BYTES: usize = 1 << 20;
 /// Local blocks are stored in batches of this many bytes: one fsync each.
 const LOCAL_BATCH_BYTES: usize = 16 << 20;
 
 /// What an encode produced: the layout to commit in the pin, and the totals.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodeOutcome {
+    /// The DAG's root.
+    pub(crate) root: Cid,
     pub(crate) layout: EcLayout,
     /// Data cells (distinct leaves of the DAG).
     pub(crate) leaves: u64,
@@ -110,16 +114,54 @@ pub(crate) async fn encode_and_distribute(
     .await
 }
 
+/// [`encode_and_distribute`] for a DAG that is being imported right now: `blocks` brings the
+/// import's blocks as they are made, then its root. The adding peer never stores the whole import
+/// (only its own share, like any holder), and encoding and pushing overlap the upload.
+// As for encode_and_distribute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn encode_import(
+    node: &tessera_node::Node,
+    blocks: &BlockClient,
+    import: mpsc::Receiver<Imported>,
+    k: usize,
+    m: usize,
+    shard_size: u64,
+    placement: &Placement,
+    local: PeerId,
+) -> Result<EncodeOutcome, EncodeError> {
+    let announce = |cids: Vec<Cid>| node.announce(cids);
+    let sinks = Sinks::new(blocks.clone(), local, node.store().clone(), &announce);
+    let layout = Layout {
+        shard_size,
+        ..Layout::new(k, m)
+    };
+    pipeline(layout, placement, sinks, |tx| feed_import(import, tx)).await
+}
+
 /// [`encode_and_distribute`] over any block source and layout (tests use small shard sizes).
 pub(crate) async fn distribute<S>(
     source: S,
     layout: Layout,
     root: Cid,
     placement: &Placement,
-    mut sinks: Sinks<'_>,
+    sinks: Sinks<'_>,
 ) -> Result<EncodeOutcome, EncodeError>
 where
     S: BlockSource + Clone + Send + Sync,
+{
+    pipeline(layout, placement, sinks, |tx| feed(source, root, tx)).await
+}
+
+/// The three stages, with `feed` giving the encoder its blocks and, last, the DAG's root.
+async fn pipeline<F, Fut>(
+    layout: Layout,
+    placement: &Placement,
+    mut sinks: Sinks<'_>,
+    feed: F,
+) -> Result<EncodeOutcome, EncodeError>
+where
+    F: FnOnce(mpsc::Sender<Input>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), EncodeError>>,
 {
     let (k, m) = (layout.data_shards, layout.parity_shards);
     let bad = |reason: String| EncodeError::Layout { k, m, reason };
@@ -132,16 +174,16 @@ where
 
     let (in_tx, in_rx) = mpsc::channel(ENCODER_INPUT);
     let (out_tx, out_rx) = mpsc::channel(ENCODER_OUTPUT);
-    let encoding = tokio::task::spawn_blocking(move || run_encoder(encoder, root, in_rx, out_tx));
+    let encoding = tokio::task::spawn_blocking(move || run_encoder(encoder, in_rx, out_tx));
     let mut router = Router::new(placement);
-    let routed = tokio::try_join!(feed(source, root, in_tx), async {
+    let routed = tokio::try_join!(feed(in_tx), async {
         route(out_rx, &mut router, &mut sinks).await
     });
     // The encoder ends soon after either channel closes; its own error explains a stopped stage.
     let encoded = encoding
         .await
         .map_err(|_| EncodeError::Stopped("the encoder thread panicked"))?;
-    let (manifest, header) = match (routed, encoded) {
+    let (root, manifest, header) = match (routed, encoded) {
         (Ok(((), done)), Ok(())) => done,
         (Err(EncodeError::Stopped(_)), Err(e)) | (Ok(_), Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
@@ -150,6 +192,7 @@ where
     let groups = usize::try_from(header.groups)
         .map_err(|_| bad("more groups than this machine can count".into()))?;
     Ok(EncodeOutcome {
+        root,
         layout: EcLayout {
             k: k8,
             m: m8,
@@ -163,17 +206,107 @@ where
     })
 }
 
+/// What an import hands [`encode_import`]: its blocks in batches as they are made (children before
+/// parents, duplicates possible), then the root of the DAG to pin.
+#[derive(Debug)]
+pub(crate) enum Imported {
+    Blocks(Vec<Block>),
+    Root(Cid),
+}
+
+/// The import's side of [`encode_import`]: a sink of the node's add pipeline that sends each
+/// batch on to the encoder. A full pipeline blocks the import, and so the upload.
+pub struct ImportSink {
+    tx: mpsc::Sender<Imported>,
+}
+
+impl ImportSink {
+    pub(crate) fn new(tx: mpsc::Sender<Imported>) -> Self {
+        ImportSink { tx }
+    }
+}
+
+impl tessera_node::adder::BlockSink for ImportSink {
+    fn put(&mut self, blocks: Vec<Block>) -> Result<(), String> {
+        self.tx
+            .blocking_send(Imported::Blocks(blocks))
+            .map_err(|_| STOPPED.to_string())
+    }
+
+    /// Small batches: nothing is fsynced per batch here, and the encoder's own queues do the
+    /// buffering, so the import holds little memory.
+    fn batch_bytes(&self) -> usize {
+        IMPORT_BATCH_BYTES
+    }
+
+    fn finish(&mut self, roots: Vec<Cid>) -> Result<(), String> {
+        let [root] = roots[..] else {
+            return Err(format!(
+                "an erasure-coded add makes one pin, and this upload has {} top-level entries: \
+                 add one file or one directory, or wrap them with wrap-with-directory",
+                roots.len()
+            ));
+        };
+        self.tx
+            .blocking_send(Imported::Root(root))
+            .map_err(|_| STOPPED.to_string())
+    }
+}
+
+/// What the import is told when the encoding side stopped; the add reports the encoder's error.
+pub(crate) const STOPPED: &str = "the erasure-coding pipeline stopped";
+
+async fn feed_import(
+    mut import: mpsc::Receiver<Imported>,
+    tx: mpsc::Sender<Input>,
+) -> Result<(), EncodeError> {
+    let stopped = |_| EncodeError::Stopped("the encoder stopped taking blocks");
+    // An import repeats a block whose content repeats; the encoder takes each block once, as the
+    // walk gives it.
+    let mut seen = HashSet::new();
+    while let Some(item) = import.recv().await {
+        match item {
+            Imported::Blocks(blocks) => {
+                for b in blocks {
+                    let cid = *b.cid();
+                    if cid.hash().code() == IDENTITY || !seen.insert(cid) {
+                        continue;
+                    }
+                    let links = tessera_node::ipld::links(&cid, b.data()).map_err(|e| {
+                        EncodeError::Walk {
+                            root: cid,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    let kind = if links.is_empty() {
+                        BlockKind::Leaf
+                    } else {
+                        BlockKind::Interior
+                    };
+                    tx.send(Input::Block(b, kind)).await.map_err(stopped)?;
+                }
+            }
+            Imported::Root(root) => return tx.send(Input::End(root)).await.map_err(stopped),
+        }
+    }
+    Err(EncodeError::Stopped(
+        "the import ended before it was complete",
+    ))
+}
+
 /// What the walk gives the encoder; the input ends with `End` only when the walk completed, so
 /// that a failed walk never yields a manifest.
 enum Input {
     Block(Block, BlockKind),
-    End,
+    /// The walk or import is complete; the DAG's root.
+    End(Cid),
 }
 
 /// What the encoder gives the router.
 enum Output {
     Block(Emitted),
-    Finished(Cid, ManifestHeader),
+    /// The DAG's root, the manifest's root, and its totals.
+    Finished(Box<(Cid, Cid, ManifestHeader)>),
 }
 
 async fn feed<S>(source: S, root: Cid, tx: mpsc::Sender<Input>) -> Result<(), EncodeError>
@@ -198,7 +331,7 @@ where
             .await
             .map_err(|_| EncodeError::Stopped("the encoder stopped taking blocks"))?;
     }
-    tx.send(Input::End)
+    tx.send(Input::End(root))
         .await
         .map_err(|_| EncodeError::Stopped("the encoder stopped taking blocks"))
 }
@@ -206,7 +339,6 @@ where
 /// The encoder's thread: hashing and Reed-Solomon stay off the async runtime.
 fn run_encoder(
     mut encoder: StripeEncoder,
-    root: Cid,
     mut rx: mpsc::Receiver<Input>,
     tx: mpsc::Sender<Output>,
 ) -> Result<(), EncodeError> {
@@ -214,22 +346,26 @@ fn run_encoder(
         tx.blocking_send(o)
             .map_err(|_| EncodeError::Stopped("the router stopped taking stripes"))
     };
-    loop {
+    let root = loop {
         match rx.blocking_recv() {
             Some(Input::Block(block, kind)) => {
                 for e in encoder.push(block, kind)? {
                     send(Output::Block(e))?;
                 }
             }
-            Some(Input::End) => break,
+            Some(Input::End(root)) => break root,
             None => return Err(EncodeError::Stopped("the walk stopped")),
         }
-    }
+    };
     let finished = encoder.finish(root)?;
     for e in finished.emitted {
         send(Output::Block(e))?;
     }
-    send(Output::Finished(finished.manifest, finished.header))
+    send(Output::Finished(Box::new((
+        root,
+        finished.manifest,
+        finished.header,
+    ))))
 }
 
 /// Sends what the encoder emits to its holders; returns the manifest once every sink is done.
@@ -237,7 +373,7 @@ async fn route(
     mut rx: mpsc::Receiver<Output>,
     router: &mut Router<'_>,
     sinks: &mut Sinks<'_>,
-) -> Result<(Cid, ManifestHeader), EncodeError> {
+) -> Result<(Cid, Cid, ManifestHeader), EncodeError> {
     loop {
         tokio::select! {
             item = rx.recv() => match item {
@@ -246,7 +382,7 @@ async fn route(
                         sinks.send(peer, block).await?;
                     }
                 }
-                Some(Output::Finished(manifest, header)) => return Ok((manifest, header)),
+                Some(Output::Finished(done)) => return Ok(*done),
                 None => return Err(EncodeError::Stopped("the encoder stopped")),
             },
             // A session that ends before it is told to has failed: stop at once rather than at

@@ -143,6 +143,21 @@ impl ClusterApi for Cluster {
         Ok(())
     }
 
+    fn ec_add(
+        &self,
+        k: u8,
+        m: u8,
+        options: PinOptions,
+    ) -> Result<
+        (
+            crate::api::ImportSink,
+            futures::future::BoxFuture<'static, Result<Pin, ClusterError>>,
+        ),
+        ClusterError,
+    > {
+        Cluster::ec_add(self, k, m, options)
+    }
+
     async fn pin(&self, cid: Cid, options: PinOptions) -> Result<Pin, ClusterError> {
         if let Some((k, m)) = options.erasure {
             return self.pin_ec(cid, k, m, options).await;

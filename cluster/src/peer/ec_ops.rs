@@ -9,7 +9,9 @@ use libp2p::PeerId;
 use super::Cluster;
 use super::duties::candidates;
 use crate::api::{ClusterError, PinOptions};
-use crate::ec::encode::encode_and_distribute;
+use futures::future::BoxFuture;
+
+use crate::ec::encode::{EncodeOutcome, ImportSink, encode_and_distribute, encode_import};
 use crate::ec::placement::{Placement, replacement, tolerated_failures};
 use crate::metric::now_secs;
 use crate::pin::{Pin, PinMode, PinsetOp};
@@ -26,19 +28,7 @@ impl Cluster {
         m: u8,
         options: PinOptions,
     ) -> Result<Pin, ClusterError> {
-        if k == 0 || m == 0 || usize::from(k) + usize::from(m) > 256 {
-            return Err(ClusterError::bad_request(format!(
-                "data-shards {k} and parity-shards {m}: both must be at least 1 and add up to at most 256"
-            )));
-        }
-        if options.mode == PinMode::Direct {
-            return Err(ClusterError::bad_request(
-                "an erasure-coded pin covers a whole DAG: mode direct is not possible",
-            ));
-        }
-        let cands = candidates(self);
-        let placement = Placement::new(&cands, usize::from(k), usize::from(m))
-            .map_err(ClusterError::internal)?;
+        let placement = self.ec_placement(k, m, &options)?;
         let started = std::time::Instant::now();
         let outcome = encode_and_distribute(
             &self.inner.node,
@@ -56,6 +46,71 @@ impl Cluster {
                 "erasure coding {cid} failed, nothing was pinned: {e}"
             ))
         })?;
+        self.commit_ec(cid, k, m, options, outcome, started).await
+    }
+
+    /// Starts an erasure-coded add fed by an import as it runs (the REST `/add` with
+    /// `data-shards` and `parity-shards`): the import's blocks go into the returned sink, and the
+    /// returned future encodes and pushes them meanwhile, then commits the pin once every holder
+    /// acknowledged. The adding peer keeps only its own share. A failure commits nothing.
+    pub(super) fn ec_add(
+        &self,
+        k: u8,
+        m: u8,
+        options: PinOptions,
+    ) -> Result<(ImportSink, BoxFuture<'static, Result<Pin, ClusterError>>), ClusterError> {
+        let placement = self.ec_placement(k, m, &options)?;
+        // A few small import batches in flight; the encoder's own queues read ahead.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let this = self.clone();
+        let done = async move {
+            let started = std::time::Instant::now();
+            let outcome = encode_import(
+                &this.inner.node,
+                &this.inner.blocks,
+                rx,
+                usize::from(k),
+                usize::from(m),
+                this.inner.settings.raw.shard_size,
+                &placement,
+                this.inner.local,
+            )
+            .await
+            .map_err(|e| {
+                ClusterError::internal(format!("erasure-coded add failed, nothing was pinned: {e}"))
+            })?;
+            let root = outcome.root;
+            this.commit_ec(root, k, m, options, outcome, started).await
+        };
+        Ok((ImportSink::new(tx), Box::pin(done)))
+    }
+
+    /// Checks an EC pin's options and places its columns on the live peers.
+    fn ec_placement(&self, k: u8, m: u8, options: &PinOptions) -> Result<Placement, ClusterError> {
+        if k == 0 || m == 0 || usize::from(k) + usize::from(m) > 256 {
+            return Err(ClusterError::bad_request(format!(
+                "data-shards {k} and parity-shards {m}: both must be at least 1 and add up to at most 256"
+            )));
+        }
+        if options.mode == PinMode::Direct {
+            return Err(ClusterError::bad_request(
+                "an erasure-coded pin covers a whole DAG: mode direct is not possible",
+            ));
+        }
+        let cands = candidates(self);
+        Placement::new(&cands, usize::from(k), usize::from(m)).map_err(ClusterError::internal)
+    }
+
+    /// Commits the pin of a DAG that every holder acknowledged.
+    async fn commit_ec(
+        &self,
+        cid: Cid,
+        k: u8,
+        m: u8,
+        options: PinOptions,
+        outcome: EncodeOutcome,
+        started: std::time::Instant,
+    ) -> Result<Pin, ClusterError> {
         tracing::info!(
             %cid, k, m,
             leaves = outcome.leaves,

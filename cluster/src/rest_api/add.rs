@@ -19,7 +19,9 @@ use super::error::{ApiError, ApiResult};
 use super::json::{self, AddedOutput};
 use super::query::Params;
 use super::stream::{self, Items};
-use crate::api::PinOptions;
+use crate::api::{ClusterError, PinOptions};
+use crate::ec::encode::STOPPED as ENCODER_STOPPED;
+use crate::pin::Pin;
 
 /// What `/add`'s query asks for.
 struct AddRequest {
@@ -122,9 +124,22 @@ pub(super) async fn add(
     })?;
     let request = request(&params)?;
     let stream_channels = request.stream_channels;
-    let events = tessera_node::add_multipart(api.node(), body, request.import.clone())
-        .map_err(|e| ApiError::internal(format!("cannot start the import: {e}")))?;
-    let mut outputs = outputs(api, events, request);
+    let start_failed =
+        |e: std::io::Error| ApiError::internal(format!("cannot start the import: {e}"));
+    let mut outputs = match request.pin.erasure {
+        // Nothing to pin, nothing to erasure-code: an ordinary import.
+        Some((k, m)) if !request.no_pin => {
+            let (sink, done) = api.ec_add(k, m, request.pin.clone())?;
+            let events = tessera_node::add_multipart_into(sink, body, request.import.clone())
+                .map_err(start_failed)?;
+            ec_outputs(events, tokio::spawn(done), request.import.wrap)
+        }
+        _ => {
+            let events = tessera_node::add_multipart(api.node(), body, request.import.clone())
+                .map_err(start_failed)?;
+            outputs(api, events, request)
+        }
+    };
     if stream_channels {
         return Ok(stream::started(outputs));
     }
@@ -133,6 +148,67 @@ pub(super) async fn add(
         all.push(output?);
     }
     Ok(json::ok(&all))
+}
+
+/// The events of an erasure-coded add, whose blocks the cluster encodes and pushes while the
+/// import runs (`done`): entries below the top stream as they come, the top-level entry once the
+/// pin is committed, with its holders as allocations. When either side fails, the encoder's error
+/// is the one reported: the import only knows that the pipeline stopped.
+fn ec_outputs(
+    events: impl Stream<Item = AddEvent> + Send + 'static,
+    done: tokio::task::JoinHandle<Result<Pin, ClusterError>>,
+    wrap: bool,
+) -> Items<AddedOutput> {
+    async_stream::stream! {
+        // Aborts the encoding if the client goes away and this stream is dropped.
+        let mut done = AbortOnDrop(done);
+        let mut top: Vec<(String, Cid, u64)> = Vec::new();
+        let mut events = std::pin::pin!(events);
+        let mut failed = None;
+        while let Some(event) = events.next().await {
+            match event {
+                AddEvent::Progress { name, bytes } => yield Ok(AddedOutput::progress(name, bytes)),
+                AddEvent::Added { name, cid, size } if is_top_level(&name, wrap) => {
+                    top.push((name, cid, size));
+                }
+                AddEvent::Added { name, cid, size } => {
+                    yield Ok(AddedOutput::added(name, &cid, size, &[]));
+                }
+                AddEvent::Failed(why) => {
+                    failed = Some(why);
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            // The import's end closed the encoder's input, so it ends soon; its error says more
+            // than "the pipeline stopped" when the encoding side is what failed.
+            let reason = match (&mut done.0).await {
+                Ok(Err(e)) if why.contains(ENCODER_STOPPED) => e.to_string(),
+                _ => why,
+            };
+            yield Err(ApiError::internal(reason));
+            return;
+        }
+        match (&mut done.0).await {
+            Ok(Ok(pin)) => {
+                for (name, cid, size) in top {
+                    yield Ok(AddedOutput::added(name, &cid, size, &pin.allocations));
+                }
+            }
+            Ok(Err(e)) => yield Err(ApiError::from(e)),
+            Err(e) => yield Err(ApiError::internal(format!("the erasure-coded add stopped: {e}"))),
+        }
+    }
+    .boxed()
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether the pipeline pins this entry: the wrapper with `wrap-with-directory`, otherwise each

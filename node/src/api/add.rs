@@ -152,22 +152,28 @@ pub(crate) async fn add(
 /// arriving; dropping it makes the pipeline stop at its next event.
 pub fn add_multipart(
     node: &Node,
-    mut body: Multipart,
+    body: Multipart,
     options: AddOptions,
 ) -> std::io::Result<impl Stream<Item = AddEvent> + Send + 'static> {
-    let queue = Arc::new(Queue::default());
     let rt = tokio::runtime::Handle::current();
     let n2 = node.clone();
     let announce = move |cids: Vec<cid::Cid>| {
         let _enter = rt.enter();
         n2.announce(cids);
     };
-    let input = adder::start(
-        node.store().clone(),
-        options,
-        QueueSink(queue.clone()),
-        announce,
-    )?;
+    let sink = adder::StoreSink::new(node.store().clone(), &options, announce);
+    add_multipart_into(sink, body, options)
+}
+
+/// [`add_multipart`] into any [`BlockSink`](adder::BlockSink) rather than the node's blockstore:
+/// the cluster's erasure-coded `/add` encodes the blocks as they are imported.
+pub fn add_multipart_into(
+    sink: impl adder::BlockSink,
+    mut body: Multipart,
+    options: AddOptions,
+) -> std::io::Result<impl Stream<Item = AddEvent> + Send + 'static> {
+    let queue = Arc::new(Queue::default());
+    let input = adder::start_into(sink, options, QueueSink(queue.clone()))?;
 
     // Feed the pipeline from the upload on a task of its own, so the events can stream meanwhile.
     tokio::spawn(async move {
