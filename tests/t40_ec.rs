@@ -590,3 +590,97 @@ fn a_holder_killed_mid_add_never_leaves_a_pin_missing_cells() -> Result<()> {
     );
     Ok(())
 }
+
+/// The adding peer encodes an import as it arrives: a directory (with a repeated file) is one EC
+/// pin with `ipfs add`'s CID, every file reads back from another peer, and the adding peer keeps
+/// only a share, not the whole import. Two top-level files make two roots, which one EC pin cannot
+/// cover: refused with a clear error and nothing pinned, unless wrapped in a directory.
+#[test]
+fn an_ec_add_streams_one_file_or_one_directory() -> Result<()> {
+    tessera_tests::use_built_binary!();
+    let _one = one_at_a_time();
+    let peers = start_cluster(9)?;
+    let adder = &peers[0];
+    let dir = adder.dir.path().join("tree");
+    std::fs::create_dir_all(dir.join("sub"))?;
+    let a = pseudo_random(7 << 20, 40);
+    let c = pseudo_random(3 * CHUNK + 1, 41);
+    std::fs::write(dir.join("a"), &a)?;
+    std::fs::write(dir.join("again"), &a)?;
+    std::fs::write(dir.join("sub/c"), &c)?;
+    std::fs::write(dir.join("sub/empty"), b"")?;
+    let d = dir.to_str().unwrap();
+    let expected = adder.ok(&["add", "-r", "-Q", "--only-hash", d])?;
+    let root = adder.ok(&["add", "-r", "-Q", "--ec", "6+3", d])?;
+    let root = root.trim();
+    assert_eq!(
+        root,
+        expected.trim(),
+        "an EC add must give `ipfs add`'s CID"
+    );
+    wait_full_redundancy(adder, root, Duration::from_secs(120))?;
+    let reader = &peers[8];
+    let mut compared = 0;
+    for (path, want) in [("a", &a), ("again", &a), ("sub/c", &c)] {
+        let got = cat(reader, &format!("{root}/{path}"))?;
+        assert!(got == *want, "{path} read back other bytes");
+        compared += want.len();
+    }
+    assert!(cat(reader, &format!("{root}/sub/empty"))?.is_empty());
+    // Its share is about 1/9 of 1.5x the data, plus the interior blocks: well under the import.
+    let kept = adder.prometheus("tessera_blockstore_block_bytes").unwrap();
+    let imported = (a.len() + c.len()) as f64;
+    assert!(
+        kept < imported / 2.0,
+        "the adding peer kept {kept} bytes of a {imported}-byte import"
+    );
+
+    let before = adder.ok(&["pin", "ls", "--cluster", "-q"])?;
+    let one = adder.dir.path().join("one");
+    let two = adder.dir.path().join("two");
+    std::fs::write(&one, b"one")?;
+    std::fs::write(&two, b"two")?;
+    let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
+    let out = adder.run(&["add", "-Q", "--ec", "6+3", one, two])?;
+    assert!(!out.status.success(), "two roots cannot be one EC pin");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one pin"), "unclear error: {err}");
+    assert_eq!(adder.ok(&["pin", "ls", "--cluster", "-q"])?, before);
+    // A client that goes away in the middle of its upload: the encoding stops, nothing is pinned,
+    // and the peer goes on serving.
+    let url = adder.cluster_url()?;
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    let part = pseudo_random(20 << 20, 42);
+    let head = format!(
+        "POST /add?data-shards=6&parity-shards=3 HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n",
+        part.len() + 1000
+    );
+    use std::io::Write as _;
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(&part[..part.len() / 2])?;
+    drop(conn);
+    wait_for(
+        "the cut upload to be dropped",
+        Duration::from_secs(60),
+        || {
+            let log = adder.log();
+            (log.contains("erasure-coded add failed, nothing was pinned")
+                || log.contains("stopped an erasure-coded add: its client went away"))
+            .then_some(())
+        },
+    )?;
+    assert_eq!(adder.ok(&["pin", "ls", "--cluster", "-q"])?, before);
+
+    let wrapped = adder.ok(&["add", "-Q", "-w", "--ec", "6+3", one, two])?;
+    let wrapped = wrapped.trim();
+    assert_eq!(reader.ok(&["cat", &format!("{wrapped}/two")])?, "two");
+    println!(
+        "faults injected: 0; bytes compared: {}; bytes lost: 0",
+        compared + 3
+    );
+    Ok(())
+}

@@ -77,6 +77,7 @@ impl Cluster {
             )
             .await
             .map_err(|e| {
+                tracing::warn!(error = %e, "erasure-coded add failed, nothing was pinned");
                 ClusterError::internal(format!("erasure-coded add failed, nothing was pinned: {e}"))
             })?;
             let root = outcome.root;

@@ -203,11 +203,16 @@ fn ec_outputs(
     .boxed()
 }
 
+/// Stops an erasure-coded add whose client went away (its answer stream was dropped): an add
+/// that nobody waits for is not committed.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        if !self.0.is_finished() {
+            tracing::warn!("stopped an erasure-coded add: its client went away");
+            self.0.abort();
+        }
     }
 }
 
