@@ -2,7 +2,7 @@
 """Cluster pin benchmarks, in one run on this machine:
 
 1. consensus throughput: pins per second acknowledged by a 3-peer cluster on loopback, with
-   32 concurrent clients posting `POST /pins/{cid}` to a follower (every pin is forwarded to the
+   32 concurrent clients (keep-alive connections) posting `POST /pins/{cid}` to a follower (every pin is forwarded to the
    leader, committed by Raft, fsynced on a majority, and applied before the answer);
 2. listing: `GET /allocations` and `tessera pin ls --cluster -q` of a pinset of 100 000 pins;
 3. for scale, Kubo 0.22's local `pin add` of the same small blocks (no consensus at all).
@@ -17,11 +17,14 @@ Usage (from the repo root):
 
 import argparse
 import concurrent.futures
+import http.client
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -31,17 +34,27 @@ from add_cat import BIN, Kubo, Tessera  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def post(url):
-    req = urllib.request.Request(url, method="POST", data=b"")
-    with urllib.request.urlopen(req, timeout=60) as r:
-        r.read()
-        return r.status
+# One keep-alive connection per client thread, as IPFS Cluster's own clients keep theirs: a new
+# TCP connection per pin would measure connection set-up (on both sides of the same 2 cores)
+# rather than the cluster.
+_conns = threading.local()
+
+
+def post_keepalive(base, path):
+    conn = getattr(_conns, "conn", None)
+    if conn is None:
+        u = urllib.parse.urlsplit(base)
+        conn = _conns.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("POST", path, body=b"")
+    r = conn.getresponse()
+    r.read()
+    return r.status
 
 
 def pin_many(base, cids, query="", workers=32):
     t = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
-        statuses = list(ex.map(lambda c: post(f"{base}/pins/{c}{query}"), cids))
+        statuses = list(ex.map(lambda c: post_keepalive(base, f"/pins/{c}{query}"), cids))
     dt = time.perf_counter() - t
     assert all(s == 200 for s in statuses)
     return len(cids) / dt

@@ -57,6 +57,8 @@ pub(crate) enum Request {
         blocks: Vec<Block>,
         /// Nobody is about to read them: write past the page cache.
         cold: bool,
+        /// A pin recorded in the same transaction, once every block is in.
+        then_pin: Option<(Cid, PinMode)>,
         reply: Reply<()>,
     },
     /// Remove blocks; answers the length of each removed block.
@@ -337,22 +339,28 @@ impl Writer {
             Request::Put {
                 blocks,
                 cold,
+                then_pin,
                 reply,
             } => {
                 plan.hot |= !cold;
-                for block in &blocks {
-                    if let Err(e) = self.put_one(block.cid(), block.data(), t, plan) {
-                        return Err((
-                            e,
-                            Box::new(Request::Put {
-                                blocks,
-                                cold,
-                                reply,
-                            }),
-                        ));
-                    }
+                let mut applied = blocks
+                    .iter()
+                    .try_for_each(|b| self.put_one(b.cid(), b.data(), t, plan));
+                if let (Ok(()), Some((cid, mode))) = (&applied, then_pin) {
+                    applied = apply_pin(&mut t.pins, &cid.to_bytes(), mode).map_err(Into::into);
                 }
-                Ok(finish(reply, ()))
+                match applied {
+                    Ok(()) => Ok(finish(reply, ())),
+                    Err(e) => Err((
+                        e,
+                        Box::new(Request::Put {
+                            blocks,
+                            cold,
+                            then_pin,
+                            reply,
+                        }),
+                    )),
+                }
             }
             Request::Delete { cids, reply } => {
                 let mut out = Vec::with_capacity(cids.len());

@@ -32,14 +32,20 @@ impl Node {
     /// Fetches the whole DAG under `root` (or the root block alone when not `recursive`) and pins
     /// it in this node's blockstore. Returns the number of blocks the pin covers.
     pub async fn pin_local(&self, root: Cid, recursive: bool) -> Result<usize, String> {
-        let (cids, mode) = if recursive {
+        let (fetched, mode) = if recursive {
             (fetch_dag(self, root).await?, PinMode::Recursive)
         } else {
             self.dag().get(&root).await.map_err(|e| e.to_string())?;
-            (vec![root], PinMode::Direct)
+            (
+                Fetched {
+                    cids: vec![root],
+                    last: Vec::new(),
+                },
+                PinMode::Direct,
+            )
         };
-        let n = cids.len();
-        pin_complete(self, root, cids, mode).await?;
+        let n = fetched.cids.len();
+        pin_complete(self, root, fetched.cids, mode, fetched.last).await?;
         Ok(n)
     }
 
@@ -73,13 +79,20 @@ const PIN_BATCH_BYTES: usize = 16 << 20;
 /// Blocks fetched at once while walking a DAG to pin it.
 const PIN_READ_AHEAD: usize = 64;
 
+/// What [`fetch_dag`] found: every CID of the DAG, and the last batch of blocks, not stored yet so
+/// that [`pin_complete`] stores it in the pin's own transaction.
+pub(crate) struct Fetched {
+    pub(crate) cids: Vec<Cid>,
+    pub(crate) last: Vec<Block>,
+}
+
 /// Walks the DAG under `root`, fetching what is missing from the network and storing it in
-/// large durable batches, and returns every CID in it.
+/// large durable batches (all but the last), and returns every CID in it.
 ///
 /// A batch is stored while the next one is fetched: the walk's fetches only move while it is
 /// polled, so waiting for each fsync in line left the network idle for a third of a transfer.
 /// At most one batch is being stored at a time, which bounds memory to two batches.
-pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> Result<Vec<Cid>, String> {
+pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> Result<Fetched, String> {
     let mut blocks = Box::pin(walk(node.dag().without_storing(), root, PIN_READ_AHEAD));
     let mut cids = Vec::new();
     let mut batch: Vec<Block> = Vec::new();
@@ -105,8 +118,7 @@ pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> Result<Vec<Cid>, String
         }
     }
     stored(storing.take()).await?;
-    store_batch(node.clone(), batch).await?;
-    Ok(cids)
+    Ok(Fetched { cids, last: batch })
 }
 
 async fn store_batch(node: Node, batch: Vec<Block>) -> Result<(), String> {
@@ -124,25 +136,33 @@ async fn store_batch(node: Node, batch: Vec<Block>) -> Result<(), String> {
 }
 
 /// Records a pin once every block of `cids` is in the store, with GC held off while checking.
+/// `last` (blocks fetched and not stored yet) is stored in the pin's own transaction: pinning a
+/// small DAG from the network costs one fsync, which is what bounds a cluster's pins per second.
 pub(crate) async fn pin_complete(
     node: &Node,
     root: Cid,
     cids: Vec<Cid>,
     mode: PinMode,
+    last: Vec<Block>,
 ) -> Result<(), String> {
     let store = node.store().clone();
+    let announce: Vec<Cid> = last.iter().map(|b| *b.cid()).collect();
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let _guard = store.gc_guard();
-        for c in &cids {
+        let coming: std::collections::HashSet<&Cid> = last.iter().map(|b| b.cid()).collect();
+        for c in cids.iter().filter(|c| !coming.contains(c)) {
             if !store.has(c).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "block {c} of {root} disappeared before the pin was recorded; retry"
                 ));
             }
         }
-        store.pin(&root, mode).map_err(|e| e.to_string())
+        store
+            .put_many_cold_and_pin(&last, &root, mode)
+            .map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())??;
+    node.announce(announce);
+    Ok(())
 }

@@ -30,6 +30,10 @@ macro_rules! suite {
                 super::cold_and_ordinary_puts_interleave(config());
             }
             #[test]
+            fn put_and_pin_records_the_pin_with_the_blocks() {
+                super::put_and_pin_records_the_pin_with_the_blocks(config());
+            }
+            #[test]
             fn everything_survives_reopen() {
                 super::everything_survives_reopen(config());
             }
@@ -214,6 +218,51 @@ fn cold_and_ordinary_puts_interleave(config: Config) {
     let store = open(dir.path(), &config);
     check(&store, 24);
     assert_eq!(store.stat().unwrap().blocks, 24);
+}
+
+/// `put_many_cold_and_pin` stores the blocks and pins the root together, whatever the batch
+/// size, also when every block is already there; GC then keeps the whole DAG.
+fn put_and_pin_records_the_pin_with_the_blocks(config: Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &config);
+    let leaves: Vec<Block> = (0..6)
+        .map(|i| leaf(70_000 + i * 1000, 900 + i as u64))
+        .collect();
+    let cids: Vec<Cid> = leaves.iter().map(|b| *b.cid()).collect();
+    let root = node(&cids, b"put and pin");
+    let mut all = leaves.clone();
+    all.push(root.clone());
+    store
+        .put_many_cold_and_pin(&all, root.cid(), PinMode::Recursive)
+        .unwrap();
+    assert_eq!(
+        store.pin_mode(root.cid()).unwrap(),
+        Some(PinMode::Recursive)
+    );
+    let junk = leaf(5000, 999);
+    store.put(&junk).unwrap();
+    store.gc(&links).unwrap();
+    for b in &all {
+        assert_eq!(
+            store.get_verified(b.cid()).unwrap().as_ref(),
+            Some(b.data())
+        );
+    }
+    assert_eq!(store.get(junk.cid()).unwrap(), None);
+    // Everything already stored: the pin alone is recorded.
+    store
+        .put_many_cold_and_pin(&leaves[..1], leaves[0].cid(), PinMode::Direct)
+        .unwrap();
+    assert_eq!(
+        store.pin_mode(leaves[0].cid()).unwrap(),
+        Some(PinMode::Direct)
+    );
+    drop(store);
+    let store = open(dir.path(), &config);
+    assert_eq!(
+        store.pin_mode(root.cid()).unwrap(),
+        Some(PinMode::Recursive)
+    );
 }
 
 fn delete_then_put_again(config: Config) {

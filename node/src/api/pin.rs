@@ -17,7 +17,7 @@ use super::args::{Args, parse_ipfs_path};
 use super::error::{ApiError, ApiResult};
 use super::resolve::resolve;
 use super::stream::{json, ndjson};
-use crate::ipld::{BlockSource, DEFAULT_READ_AHEAD, walk};
+use crate::ipld::{DEFAULT_READ_AHEAD, walk};
 use crate::node::Node;
 
 #[derive(Serialize)]
@@ -26,21 +26,14 @@ struct PinsOutput {
     pins: Vec<String>,
 }
 
-/// Walks and fetches the DAG under `root`; see [`crate::pinning::fetch_dag`].
-pub(crate) async fn fetch_dag(node: &Node, root: Cid) -> ApiResult<Vec<Cid>> {
-    crate::pinning::fetch_dag(node, root)
-        .await
-        .map_err(ApiError::normal)
-}
-
-/// Records a pin over a complete DAG; see [`crate::pinning::pin_complete`].
+/// Records a pin over a complete DAG already stored; see [`crate::pinning::pin_complete`].
 pub(crate) async fn pin_complete(
     node: &Node,
     root: Cid,
     cids: Vec<Cid>,
     mode: PinMode,
 ) -> ApiResult<()> {
-    crate::pinning::pin_complete(node, root, cids, mode)
+    crate::pinning::pin_complete(node, root, cids, mode, Vec::new())
         .await
         .map_err(ApiError::normal)
 }
@@ -73,18 +66,9 @@ pub(crate) async fn add(State(node): State<Node>, args: Args) -> ApiResult<Respo
         }));
     }
     for root in &roots {
-        let cids = if recursive {
-            fetch_dag(&node, *root).await?
-        } else {
-            node.dag().get(root).await.map_err(ApiError::normal)?;
-            vec![*root]
-        };
-        let mode = if recursive {
-            PinMode::Recursive
-        } else {
-            PinMode::Direct
-        };
-        pin_complete(&node, *root, cids, mode).await?;
+        node.pin_local(*root, recursive)
+            .await
+            .map_err(ApiError::normal)?;
     }
     Ok(json(&PinsOutput {
         pins: roots.iter().map(Cid::to_string).collect(),
@@ -291,8 +275,7 @@ pub(crate) async fn update(State(node): State<Node>, args: Args) -> ApiResult<Re
             "'from' cid {from} was not recursively pinned already"
         )));
     }
-    let cids = fetch_dag(&node, to).await?;
-    pin_complete(&node, to, cids, PinMode::Recursive).await?;
+    node.pin_local(to, true).await.map_err(ApiError::normal)?;
     if unpin && from != to {
         let store = node.store().clone();
         tokio::task::spawn_blocking(move || store.unpin(&from, PinMode::Recursive))
