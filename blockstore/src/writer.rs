@@ -347,7 +347,7 @@ impl Writer {
                     .iter()
                     .try_for_each(|b| self.put_one(b.cid(), b.data(), t, plan));
                 if let (Ok(()), Some((cid, mode))) = (&applied, then_pin) {
-                    applied = apply_pin(&mut t.pins, &cid.to_bytes(), mode).map_err(Into::into);
+                    applied = apply_pin(&mut t.pins, &cid.to_bytes(), mode);
                 }
                 match applied {
                     Ok(()) => Ok(finish(reply, ())),
