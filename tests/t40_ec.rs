@@ -66,6 +66,14 @@ fn start_cluster(n: usize) -> Result<Vec<Node>> {
             (out.lines().filter(|l| !l.contains("EXPIRED")).count() == n).then_some(())
         })?;
     }
+    // Metrics travel by gossip through any member; reads need a connection to each holder, which
+    // a peer that joined last gets once it has learnt every member's address (every 2 s).
+    for p in &peers {
+        wait_for("every member connected", Duration::from_secs(60), || {
+            let out = p.ok(&["swarm", "peers"]).ok()?;
+            (out.lines().count() >= n - 1).then_some(())
+        })?;
+    }
     Ok(peers)
 }
 
@@ -499,8 +507,9 @@ fn scrub_heals_rot_and_more_than_m_failures_fail_clearly() -> Result<()> {
 /// When the victim dies during an add.
 #[derive(Clone, Copy, Debug)]
 enum KillAt {
-    /// While the adding peer imports (before any push).
-    Import,
+    /// As soon as the add starts (the adding peer encodes and pushes as the upload arrives, so
+    /// there is no import phase to wait for).
+    Start,
     /// Once the first pushed block reached the victim.
     FirstPush,
 }
@@ -514,9 +523,6 @@ fn add_with_kill(peers: &mut [Node], victim: usize, when: KillAt, seed: u64) -> 
     std::fs::write(&path, &data)?;
     let before_pins = peers[1].ok(&["pin", "ls", "--cluster", "-q"])?;
     let repo = peers[0].repo.clone();
-    let adder_before = peers[0]
-        .prometheus("tessera_blockstore_blocks")
-        .unwrap_or(0.0);
     let victim_before = peers[victim]
         .prometheus("tessera_blockstore_blocks")
         .unwrap_or(0.0);
@@ -526,17 +532,17 @@ fn add_with_kill(peers: &mut [Node], victim: usize, when: KillAt, seed: u64) -> 
             .env("TESSERA_PATH", repo)
             .output()
     });
-    let (who, base) = match when {
-        KillAt::Import => (0, adder_before),
-        KillAt::FirstPush => (victim, victim_before),
+    let reached = match when {
+        KillAt::Start => true,
+        // (or the add to end first: then nothing is killed mid-add and the outcome is checked
+        // as is)
+        KillAt::FirstPush => wait_for("the first push", Duration::from_secs(120), || {
+            if adder.is_finished() {
+                return Some(false);
+            }
+            (peers[victim].prometheus("tessera_blockstore_blocks")? > victim_before).then_some(true)
+        })?,
     };
-    // (or the add to end first: then nothing is killed mid-add and the outcome is checked as is)
-    let reached = wait_for(&format!("{when:?}"), Duration::from_secs(120), || {
-        if adder.is_finished() {
-            return Some(false);
-        }
-        (peers[who].prometheus("tessera_blockstore_blocks")? > base).then_some(true)
-    })?;
     if reached {
         peers[victim].kill()?;
     }
@@ -560,6 +566,10 @@ fn add_with_kill(peers: &mut [Node], victim: usize, when: KillAt, seed: u64) -> 
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         println!("kill at {when:?}: the add failed cleanly: {}", err.trim());
+        assert!(
+            err.contains("nothing was pinned"),
+            "a failed add must say why: {err}"
+        );
         if std::env::var_os("T40_DEBUG").is_some() {
             eprintln!("{}", peers[0].log());
         }
@@ -573,7 +583,7 @@ fn a_holder_killed_mid_add_never_leaves_a_pin_missing_cells() -> Result<()> {
     tessera_tests::use_built_binary!();
     let _one = one_at_a_time();
     let mut peers = start_cluster(10)?;
-    let failed_early = add_with_kill(&mut peers, 5, KillAt::Import, 11)?;
+    let failed_early = add_with_kill(&mut peers, 5, KillAt::Start, 11)?;
     // Placement takes live peers only: wait until the first victim counts as down.
     wait_for(
         "the first victim to count as down",

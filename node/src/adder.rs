@@ -243,8 +243,10 @@ fn import_thread(
     let stored = storer
         .join()
         .unwrap_or_else(|_| Err("the store thread panicked".into()));
+    // A store thread that failed is why the import stopped ("the store thread stopped"), so its
+    // error is the one to report.
     match (failure, stored) {
-        (Some(e), _) | (None, Err(e)) => {
+        (_, Err(e)) | (Some(e), Ok(())) => {
             events.send(AddEvent::Failed(e));
         }
         (None, Ok(())) => {}

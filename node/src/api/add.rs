@@ -180,6 +180,10 @@ pub fn add_multipart_into(
         let outcome = feed(&mut body, &input).await;
         if let Err(why) = outcome {
             let _ = input.send(AddInput::Abort(why)).await;
+            // A pipeline that failed (the disk, or a holder of an erasure-coded add) leaves the
+            // client uploading: read the rest to the end, so that the client gets to read the
+            // answer that says why instead of a connection reset in the middle of its upload.
+            drain(&mut body).await;
         }
     });
 
@@ -201,6 +205,13 @@ pub fn add_multipart_into(
             }
         }
     }))
+}
+
+/// Reads what is left of an upload and drops it; stops at its end or at its first error.
+async fn drain(body: &mut Multipart) {
+    while let Ok(Some(mut field)) = body.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
 }
 
 /// Moves the multipart upload into the pipeline; a full pipeline makes the upload wait.
