@@ -4,13 +4,12 @@
 use std::collections::BTreeSet;
 
 use cid::Cid;
+use futures::future::BoxFuture;
 use libp2p::PeerId;
 
 use super::Cluster;
 use super::duties::candidates;
 use crate::api::{ClusterError, PinOptions};
-use futures::future::BoxFuture;
-
 use crate::ec::encode::{EncodeOutcome, ImportSink, encode_and_distribute, encode_import};
 use crate::ec::placement::{Placement, replacement, tolerated_failures};
 use crate::metric::now_secs;
