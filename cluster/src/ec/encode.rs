@@ -217,8 +217,8 @@ pub(crate) enum Imported {
     Root(Cid),
 }
 
-/// The import's side of [`encode_import`]: a sink of the node's add pipeline that sends each
-/// batch on to the encoder. A full pipeline blocks the import, and so the upload.
+/// The import's side of an erasure-coded add: a sink of the node's add pipeline that sends each
+/// batch on to the stripe encoder. A full pipeline blocks the import, and so the upload.
 pub struct ImportSink {
     tx: mpsc::Sender<Imported>,
 }
