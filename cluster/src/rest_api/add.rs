@@ -132,12 +132,18 @@ pub(super) async fn add(
             let (sink, done) = api.ec_add(k, m, request.pin.clone())?;
             let events = tessera_node::add_multipart_into(sink, body, request.import.clone())
                 .map_err(start_failed)?;
-            ec_outputs(events, tokio::spawn(done), request.import.wrap)
+            let wrap = request.import.wrap;
+            outputs(
+                events,
+                wrap,
+                Pinning::Encoded(AbortOnDrop(tokio::spawn(done))),
+            )
         }
         _ => {
             let events = tessera_node::add_multipart(api.node(), body, request.import.clone())
                 .map_err(start_failed)?;
-            outputs(api, events, request)
+            let wrap = request.import.wrap;
+            outputs(events, wrap, Pinning::Each(api, Box::new(request)))
         }
     };
     if stream_channels {
@@ -148,59 +154,6 @@ pub(super) async fn add(
         all.push(output?);
     }
     Ok(json::ok(&all))
-}
-
-/// The events of an erasure-coded add, whose blocks the cluster encodes and pushes while the
-/// import runs (`done`): entries below the top stream as they come, the top-level entry once the
-/// pin is committed, with its holders as allocations. When either side fails, the encoder's error
-/// is the one reported: the import only knows that the pipeline stopped.
-fn ec_outputs(
-    events: impl Stream<Item = AddEvent> + Send + 'static,
-    done: tokio::task::JoinHandle<Result<Pin, ClusterError>>,
-    wrap: bool,
-) -> Items<AddedOutput> {
-    async_stream::stream! {
-        // Aborts the encoding if the client goes away and this stream is dropped.
-        let mut done = AbortOnDrop(done);
-        let mut top: Vec<(String, Cid, u64)> = Vec::new();
-        let mut events = std::pin::pin!(events);
-        let mut failed = None;
-        while let Some(event) = events.next().await {
-            match event {
-                AddEvent::Progress { name, bytes } => yield Ok(AddedOutput::progress(name, bytes)),
-                AddEvent::Added { name, cid, size } if is_top_level(&name, wrap) => {
-                    top.push((name, cid, size));
-                }
-                AddEvent::Added { name, cid, size } => {
-                    yield Ok(AddedOutput::added(name, &cid, size, &[]));
-                }
-                AddEvent::Failed(why) => {
-                    failed = Some(why);
-                    break;
-                }
-            }
-        }
-        if let Some(why) = failed {
-            // The import's end closed the encoder's input, so it ends soon; its error says more
-            // than "the pipeline stopped" when the encoding side is what failed.
-            let reason = match (&mut done.0).await {
-                Ok(Err(e)) if why.contains(ENCODER_STOPPED) => e.to_string(),
-                _ => why,
-            };
-            yield Err(ApiError::internal(reason));
-            return;
-        }
-        match (&mut done.0).await {
-            Ok(Ok(pin)) => {
-                for (name, cid, size) in top {
-                    yield Ok(AddedOutput::added(name, &cid, size, &pin.allocations));
-                }
-            }
-            Ok(Err(e)) => yield Err(ApiError::from(e)),
-            Err(e) => yield Err(ApiError::internal(format!("the erasure-coded add stopped: {e}"))),
-        }
-    }
-    .boxed()
 }
 
 /// Stops an erasure-coded add whose client went away (its answer stream was dropped): an add
@@ -227,15 +180,38 @@ fn is_top_level(name: &str, wrap: bool) -> bool {
     }
 }
 
+/// How the top-level entries of an add become cluster pins.
+enum Pinning {
+    /// Each is pinned in the cluster once the import has stored everything (none with `no-pin`).
+    Each(Api, Box<AddRequest>),
+    /// The whole import is one erasure-coded pin, encoded and pushed while the import runs, and
+    /// committed by this task once every holder acknowledged.
+    Encoded(AbortOnDrop<Result<Pin, ClusterError>>),
+}
+
+impl Pinning {
+    /// The error that ends an add whose import failed with `why`. An erasure-coded add's encoder
+    /// ends soon after the import closed its input, and is waited for; when its side is what
+    /// stopped, the import only knows that the pipeline stopped and the encoder says why.
+    async fn failure(&mut self, why: String) -> ApiError {
+        if let Pinning::Encoded(done) = self
+            && let Ok(Err(e)) = (&mut done.0).await
+            && why.contains(ENCODER_STOPPED)
+        {
+            return ApiError::internal(e.to_string());
+        }
+        ApiError::internal(why)
+    }
+}
+
 /// The import's events as `AddedOutput`s. Entries below the top stream as they come; top-level
-/// entries wait until the import has stored everything, then are pinned in the cluster one by one
-/// and reported with their allocations.
+/// entries wait until the import has stored everything (or, erasure-coded, until the pin is
+/// committed), then are reported with their allocations.
 fn outputs(
-    api: Api,
     events: impl Stream<Item = AddEvent> + Send + 'static,
-    request: AddRequest,
+    wrap: bool,
+    mut pinning: Pinning,
 ) -> Items<AddedOutput> {
-    let wrap = request.import.wrap;
     async_stream::stream! {
         let mut top: Vec<(String, Cid, u64)> = Vec::new();
         let mut events = std::pin::pin!(events);
@@ -249,11 +225,28 @@ fn outputs(
                     yield Ok(AddedOutput::added(name, &cid, size, &[]));
                 }
                 AddEvent::Failed(why) => {
-                    yield Err(ApiError::internal(why));
+                    yield Err(pinning.failure(why).await);
                     return;
                 }
             }
         }
+        let (api, request) = match pinning {
+            Pinning::Each(api, request) => (api, request),
+            Pinning::Encoded(mut done) => {
+                match (&mut done.0).await {
+                    Ok(Ok(pin)) => {
+                        for (name, cid, size) in top {
+                            yield Ok(AddedOutput::added(name, &cid, size, &pin.allocations));
+                        }
+                    }
+                    Ok(Err(e)) => yield Err(ApiError::from(e)),
+                    Err(e) => {
+                        yield Err(ApiError::internal(format!("the erasure-coded add stopped: {e}")));
+                    }
+                }
+                return;
+            }
+        };
         // The same content uploaded twice under two names is one pin.
         let mut pinned: HashMap<Cid, Vec<PeerId>> = HashMap::new();
         for (name, cid, size) in top {
