@@ -10,7 +10,7 @@
 //!                        └─► local blockstore (put_many in 16 MiB batches)
 //! ```
 //!
-//! An add feeds the same stages from its import instead of a walk ([`encode_import`]): blocks in
+//! An add feeds the same stages from its import instead of a walk ([`Source::Import`]): blocks in
 //! the order the importer makes them, children before parents, each distinct one once.
 //!
 //! The walk gives each distinct block once, in depth-first pre-order; blocks without links are
@@ -84,48 +84,27 @@ pub(crate) enum EncodeError {
     Stopped(&'static str),
 }
 
-/// Walks the DAG under `root` (local store first, else the network), erasure-codes it `k`+`m`
-/// (groups cut at `shard_size` bytes per column) and sends each cell to the holder of its
-/// column, interior and manifest blocks to each peer of [`Placement::interior`]. Returns once
-/// every peer acknowledged that its blocks are durable. Touches neither consensus nor pins: on
-/// error the caller commits nothing.
+/// Where the blocks to erasure-code come from.
+pub(crate) enum Source {
+    /// A DAG already in IPFS, walked from its root: the local store first, else the network.
+    Dag(Cid),
+    /// A DAG being imported right now: its blocks as they are made, then its root. The adding
+    /// peer never stores the whole import (only its own share, like any holder), and encoding and
+    /// pushing overlap the upload.
+    Import(mpsc::Receiver<Imported>),
+}
+
+/// Erasure-codes the DAG that `source` gives `k`+`m` (groups cut at `shard_size` bytes per
+/// column) and sends each cell to the holder of its column, interior and manifest blocks to each
+/// peer of [`Placement::interior`]. Returns once every peer acknowledged that its blocks are
+/// durable. Touches neither consensus nor pins: on error the caller commits nothing.
 // The arguments are the brief's API plus the shard size; a struct for them would only be built
 // and taken apart again at the one call site.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn encode_and_distribute(
     node: &tessera_node::Node,
     blocks: &BlockClient,
-    root: Cid,
-    k: usize,
-    m: usize,
-    shard_size: u64,
-    placement: &Placement,
-    local: PeerId,
-) -> Result<EncodeOutcome, EncodeError> {
-    let announce = |cids: Vec<Cid>| node.announce(cids);
-    let sinks = Sinks::new(blocks.clone(), local, node.store().clone(), &announce);
-    distribute(
-        node.dag().without_storing(),
-        Layout {
-            shard_size,
-            ..Layout::new(k, m)
-        },
-        root,
-        placement,
-        sinks,
-    )
-    .await
-}
-
-/// [`encode_and_distribute`] for a DAG that is being imported right now: `import` brings the
-/// import's blocks as they are made, then its root. The adding peer never stores the whole import
-/// (only its own share, like any holder), and encoding and pushing overlap the upload.
-// As for encode_and_distribute.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn encode_import(
-    node: &tessera_node::Node,
-    blocks: &BlockClient,
-    import: mpsc::Receiver<Imported>,
+    source: Source,
     k: usize,
     m: usize,
     shard_size: u64,
@@ -138,7 +117,14 @@ pub(crate) async fn encode_import(
         shard_size,
         ..Layout::new(k, m)
     };
-    pipeline(layout, placement, sinks, |tx| feed_import(import, tx)).await
+    match source {
+        Source::Dag(root) => {
+            distribute(node.dag().without_storing(), layout, root, placement, sinks).await
+        }
+        Source::Import(import) => {
+            pipeline(layout, placement, sinks, |tx| feed_import(import, tx)).await
+        }
+    }
 }
 
 /// [`encode_and_distribute`] over any block source and layout (tests use small shard sizes).
@@ -209,7 +195,7 @@ where
     })
 }
 
-/// What an import hands [`encode_import`]: its blocks in batches as they are made (children before
+/// What an import hands [`Source::Import`]: its blocks in batches as they are made (children before
 /// parents, duplicates possible), then the root of the DAG to pin.
 #[derive(Debug)]
 pub(crate) enum Imported {

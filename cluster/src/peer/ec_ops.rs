@@ -10,7 +10,7 @@ use libp2p::PeerId;
 use super::Cluster;
 use super::duties::candidates;
 use crate::api::{ClusterError, PinOptions};
-use crate::ec::encode::{EncodeOutcome, ImportSink, encode_and_distribute, encode_import};
+use crate::ec::encode::{EncodeOutcome, ImportSink, Source, encode_and_distribute};
 use crate::ec::placement::{Placement, replacement, tolerated_failures};
 use crate::metric::now_secs;
 use crate::pin::{Pin, PinMode, PinsetOp};
@@ -28,24 +28,8 @@ impl Cluster {
         options: PinOptions,
     ) -> Result<Pin, ClusterError> {
         let placement = self.ec_placement(k, m, &options)?;
-        let started = std::time::Instant::now();
-        let outcome = encode_and_distribute(
-            &self.inner.node,
-            &self.inner.blocks,
-            cid,
-            usize::from(k),
-            usize::from(m),
-            self.inner.settings.raw.shard_size,
-            &placement,
-            self.inner.local,
-        )
-        .await
-        .map_err(|e| {
-            ClusterError::internal(format!(
-                "erasure coding {cid} failed, nothing was pinned: {e}"
-            ))
-        })?;
-        self.commit_ec(cid, k, m, options, outcome, started).await
+        self.encode_and_commit(Source::Dag(cid), k, m, options, placement)
+            .await
     }
 
     /// Starts an erasure-coded add fed by an import as it runs (the REST `/add` with
@@ -63,26 +47,42 @@ impl Cluster {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let this = self.clone();
         let done = async move {
-            let started = std::time::Instant::now();
-            let outcome = encode_import(
-                &this.inner.node,
-                &this.inner.blocks,
-                rx,
-                usize::from(k),
-                usize::from(m),
-                this.inner.settings.raw.shard_size,
-                &placement,
-                this.inner.local,
-            )
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "erasure-coded add failed, nothing was pinned");
-                ClusterError::internal(format!("erasure-coded add failed, nothing was pinned: {e}"))
-            })?;
-            let root = outcome.root;
-            this.commit_ec(root, k, m, options, outcome, started).await
+            this.encode_and_commit(Source::Import(rx), k, m, options, placement)
+                .await
         };
         Ok((ImportSink::new(tx), Box::pin(done)))
+    }
+
+    /// Encodes and distributes what `source` gives, then commits its pin.
+    async fn encode_and_commit(
+        &self,
+        source: Source,
+        k: u8,
+        m: u8,
+        options: PinOptions,
+        placement: Placement,
+    ) -> Result<Pin, ClusterError> {
+        let what = match &source {
+            Source::Dag(cid) => format!("erasure coding {cid}"),
+            Source::Import(_) => "erasure-coded add".to_string(),
+        };
+        let started = std::time::Instant::now();
+        let outcome = encode_and_distribute(
+            &self.inner.node,
+            &self.inner.blocks,
+            source,
+            usize::from(k),
+            usize::from(m),
+            self.inner.settings.raw.shard_size,
+            &placement,
+            self.inner.local,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "{what} failed, nothing was pinned");
+            ClusterError::internal(format!("{what} failed, nothing was pinned: {e}"))
+        })?;
+        self.commit_ec(options, outcome, started).await
     }
 
     /// Checks an EC pin's options and places its columns on the live peers.
@@ -104,13 +104,11 @@ impl Cluster {
     /// Commits the pin of a DAG that every holder acknowledged.
     async fn commit_ec(
         &self,
-        cid: Cid,
-        k: u8,
-        m: u8,
         options: PinOptions,
         outcome: EncodeOutcome,
         started: std::time::Instant,
     ) -> Result<Pin, ClusterError> {
+        let (cid, k, m) = (outcome.root, outcome.layout.k, outcome.layout.m);
         tracing::info!(
             %cid, k, m,
             leaves = outcome.leaves,
