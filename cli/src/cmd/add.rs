@@ -173,6 +173,16 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         q.push(("chunker", c.clone()));
     }
 
+    let ec = match &args.ec {
+        Some(_) if args.only_hash => {
+            bail!("--ec and --only-hash together make no sense: nothing is stored")
+        }
+        Some(_) if !args.pin => {
+            bail!("--ec and --pin=false together make no sense: an erasure-coded add is a pin")
+        }
+        Some(ec) => Some(crate::cluster_client::parse_ec(&ctx.repo, ec)?),
+        None => None,
+    };
     let bar = if args.progress || (std::io::stderr().is_terminal() && !args.quieter) {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
@@ -195,69 +205,55 @@ pub(crate) async fn run(ctx: &Context, args: AddArgs) -> Result<()> {
         })
     });
 
-    let ec = match &args.ec {
-        Some(_) if args.only_hash => {
-            bail!("--ec and --only-hash together make no sense: nothing is stored")
+    let result = match ec {
+        Some((k, m)) => {
+            if std::io::stderr().is_terminal() && !args.quieter {
+                eprintln!("erasure-coding as {k}+{m} across the cluster while adding...");
+            }
+            // The cluster's /add takes the same form and import options as the Kubo API's.
+            q.retain(|(key, _)| !matches!(*key, "pin" | "only-hash"));
+            async {
+                let mut last = None;
+                for v in crate::cluster_client::add_ec(ctx, &q, form, k, m).await? {
+                    let Some(cid) = v["cid"].as_str().filter(|c| !c.is_empty()) else {
+                        continue;
+                    };
+                    print_added(
+                        &args,
+                        bar.as_ref(),
+                        cid,
+                        v["name"].as_str().unwrap_or_default(),
+                    );
+                    last = Some(cid.to_string());
+                }
+                Ok::<_, anyhow::Error>(last)
+            }
+            .await
         }
-        Some(_) if !args.pin => {
-            bail!("--ec and --pin=false together make no sense: an erasure-coded add is a pin")
+        None => {
+            let resp = client.post_multipart("add", &q, form).await;
+            async {
+                let resp = resp?;
+                let mut lines = Box::pin(crate::client::ndjson_lines::<Value>(resp));
+                let mut last = None;
+                while let Some(v) = lines.next().await {
+                    let v = v?;
+                    let Some(hash) = v["Hash"].as_str() else {
+                        continue;
+                    };
+                    print_added(
+                        &args,
+                        bar.as_ref(),
+                        hash,
+                        v["Name"].as_str().unwrap_or_default(),
+                    );
+                    last = Some(hash.to_string());
+                }
+                Ok::<_, anyhow::Error>(last)
+            }
+            .await
         }
-        Some(ec) => Some(crate::cluster_client::parse_ec(&ctx.repo, ec)?),
-        None => None,
     };
-    if let Some((k, m)) = ec {
-        if std::io::stderr().is_terminal() && !args.quieter {
-            eprintln!("erasure-coding as {k}+{m} across the cluster while adding...");
-        }
-        // The cluster's /add takes the same form and import options as the Kubo API's.
-        q.retain(|(key, _)| !matches!(*key, "pin" | "only-hash"));
-        let result = crate::cluster_client::add_ec(ctx, &q, form, k, m).await;
-        if let Some(t) = ticker {
-            t.abort();
-        }
-        if let Some(b) = &bar {
-            b.finish_and_clear();
-        }
-        let mut last = None;
-        for v in result? {
-            let Some(cid) = v["cid"]
-                .as_str()
-                .map(str::to_string)
-                .filter(|c| !c.is_empty())
-            else {
-                continue;
-            };
-            print_added(&args, None, &cid, v["name"].as_str().unwrap_or_default());
-            last = Some(cid);
-        }
-        let last = last.context("the daemon added nothing")?;
-        if args.quieter {
-            println!("{last}");
-        }
-        return Ok(());
-    }
-
-    let resp = client.post_multipart("add", &q, form).await;
-    let result = async {
-        let resp = resp?;
-        let mut lines = Box::pin(crate::client::ndjson_lines::<Value>(resp));
-        let mut last = None;
-        while let Some(v) = lines.next().await {
-            let v = v?;
-            let Some(hash) = v["Hash"].as_str() else {
-                continue;
-            };
-            print_added(
-                &args,
-                bar.as_ref(),
-                hash,
-                v["Name"].as_str().unwrap_or_default(),
-            );
-            last = Some(hash.to_string());
-        }
-        Ok::<_, anyhow::Error>(last)
-    }
-    .await;
     if let Some(t) = ticker {
         t.abort();
     }
