@@ -99,12 +99,7 @@ impl ClusterClient {
         path: &str,
         query: &(impl serde::Serialize + ?Sized),
     ) -> Result<Value> {
-        let resp = self.send(self.request(method, path, query)).await?;
-        let body = resp.bytes().await.context("the answer broke off")?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&body).context("the daemon's answer is not the JSON expected")
+        self.answer(self.request(method, path, query)).await
     }
 
     /// A multipart upload answered with one JSON document.
@@ -114,13 +109,20 @@ impl ClusterClient {
         query: &[(&str, String)],
         form: reqwest::multipart::Form,
     ) -> Result<Value> {
-        let resp = self
-            .send(
-                self.request(reqwest::Method::POST, path, query)
-                    .multipart(form),
-            )
-            .await?;
+        self.answer(
+            self.request(reqwest::Method::POST, path, query)
+                .multipart(form),
+        )
+        .await
+    }
+
+    /// Sends `req` and reads its one JSON document (or nothing: `Value::Null`).
+    async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = self.send(req).await?;
         let body = resp.bytes().await.context("the answer broke off")?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
         serde_json::from_slice(&body).context("the daemon's answer is not the JSON expected")
     }
 
