@@ -92,15 +92,7 @@ fn swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            // TESSERA_BENCH_YAMUX_DEFAULT=1 compares with rust-yamux's own
-            // defaults (windows past 1 MiB, unsafe with Helia).
-            || {
-                if std::env::var("TESSERA_BENCH_YAMUX_DEFAULT").is_ok_and(|v| v == "1") {
-                    libp2p::yamux::Config::default()
-                } else {
-                    bitswap::yamux_config()
-                }
-            },
+            bitswap::yamux_config,
         )?
         .with_behaviour(|_| behaviour)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))

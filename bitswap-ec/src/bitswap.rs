@@ -47,6 +47,7 @@ mod handler;
 mod ledger;
 mod memory_blocks;
 mod message;
+mod muxer;
 mod prefix;
 mod proto;
 mod protocol;
@@ -54,7 +55,6 @@ mod provider;
 mod server;
 mod stats;
 mod verify;
-mod yamux;
 
 pub use behaviour::{Behaviour, Event};
 pub use config::{Config, ConfigError};
@@ -64,8 +64,8 @@ pub use memory_blocks::MemoryBlocks;
 pub use message::{
     DEFAULT_MAX_ITEMS, DecodeError, Entry, Message, Payload, Presence, PresenceKind, WantType,
 };
+pub use muxer::{SPLIT_SEND_SIZE, YAMUX_MAX_STREAMS, Yamux, yamux_config};
 pub use prefix::{Prefix, PrefixError};
 pub use protocol::{FrameError, Upgrade, Version};
 pub use provider::{BlockProvider, NoBlocks, ProviderError};
 pub use stats::{PeerLedger, Stats};
-pub use yamux::{YAMUX_MAX_STREAMS, yamux_config};

@@ -151,17 +151,36 @@ pub(crate) async fn read_frame<S: AsyncRead + Unpin>(
     Ok(Some(buf.freeze()))
 }
 
+/// Segments shorter than this are copied together with their neighbours
+/// into one write.
+const COALESCE_BELOW: usize = 16 * 1024;
+
 /// Writes one frame (length prefix, then the segments) and flushes.
+///
+/// Every write to a Yamux stream becomes at least one Yamux frame, and
+/// every frame a Noise frame and a `write(2)` (see `muxer.rs`), so the
+/// prefix and the small protobuf pieces between blocks are gathered into
+/// one write; block payloads go out as they are, uncopied.
 pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(
     s: &mut S,
     segments: &[Bytes],
 ) -> io::Result<()> {
     let len: usize = segments.iter().map(Bytes::len).sum();
-    let mut prefix = BytesMut::with_capacity(10);
-    proto::put_varint(&mut prefix, len as u64);
-    s.write_all(&prefix).await?;
+    let mut small = BytesMut::with_capacity(256);
+    proto::put_varint(&mut small, len as u64);
     for seg in segments {
+        if seg.len() < COALESCE_BELOW {
+            small.extend_from_slice(seg);
+            continue;
+        }
+        if !small.is_empty() {
+            s.write_all(&small).await?;
+            small.clear();
+        }
         s.write_all(seg).await?;
+    }
+    if !small.is_empty() {
+        s.write_all(&small).await?;
     }
     s.flush().await
 }
@@ -185,6 +204,17 @@ mod tests {
         write_frame(&mut buf, &[Bytes::from(vec![9u8; 300])])
             .await
             .unwrap();
+        // Small pieces around payloads written on their own keep their order.
+        let big = Bytes::from((0..COALESCE_BELOW + 7).map(|i| i as u8).collect::<Vec<_>>());
+        let mixed = [
+            Bytes::from_static(b"x"),
+            big.clone(),
+            Bytes::from_static(b"yz"),
+            big.clone(),
+            big.clone(),
+            Bytes::from_static(b"w"),
+        ];
+        write_frame(&mut buf, &mixed).await.unwrap();
         let mut r = Cursor::new(buf);
         assert_eq!(
             &read_frame(&mut r, 1000).await.unwrap().unwrap()[..],
@@ -192,6 +222,10 @@ mod tests {
         );
         assert!(read_frame(&mut r, 1000).await.unwrap().unwrap().is_empty());
         assert_eq!(read_frame(&mut r, 1000).await.unwrap().unwrap().len(), 300);
+        assert_eq!(
+            read_frame(&mut r, 1 << 20).await.unwrap().unwrap(),
+            mixed.concat()
+        );
         assert!(read_frame(&mut r, 1000).await.unwrap().is_none());
     }
 
