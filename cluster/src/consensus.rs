@@ -250,6 +250,33 @@ impl Consensus {
             .collect()
     }
 
+    /// Where the membership config known locally sits in the log; it moves whenever a member
+    /// joins, leaves or is promoted.
+    pub fn membership_index(&self) -> u64 {
+        self.membership().log_id().as_ref().map_or(0, |l| l.index)
+    }
+
+    /// Waits until the membership config known locally is no longer the one at `seen`
+    /// (see [`Consensus::membership_index`]) and returns where the new one sits. Never returns
+    /// once Raft has stopped.
+    pub async fn membership_changed(&self, seen: u64) -> u64 {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let now = metrics
+                .borrow_and_update()
+                .membership_config
+                .log_id()
+                .as_ref()
+                .map_or(0, |l| l.index);
+            if now != seen {
+                return now;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Whether `peer` is a voter or learner in the latest membership config known locally.
     pub fn is_member(&self, peer: &PeerId) -> bool {
         self.membership()

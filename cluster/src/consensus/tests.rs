@@ -354,6 +354,32 @@ async fn the_leader_can_remove_itself_and_members_join_through_a_follower() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_wakes_whoever_waits_for_one() {
+    let harness = Harness::new(test_config());
+    let nodes = harness.form(2).await;
+    let follower = nodes[1].clone();
+    let seen = follower.membership_index();
+    let waiter = tokio::spawn(async move { follower.membership_changed(seen).await });
+    let joiner = harness.start(PeerId::random()).await;
+    let peer = joiner.inner.local;
+    nodes[0]
+        .add_member(peer, vec![Harness::addr(&peer)], false)
+        .await
+        .unwrap();
+    let now = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the follower saw the new member within 20 s")
+        .unwrap();
+    assert!(now > seen, "{now} after {seen}");
+    assert!(nodes[1].members().iter().any(|m| m.peer == peer));
+    // An index that is already stale answers at once.
+    assert_eq!(
+        nodes[1].membership_changed(seen).await,
+        nodes[1].membership_index()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_beyond_max_voters_stay_learners() {
     let config = ConsensusConfig {
         max_voters: 1,

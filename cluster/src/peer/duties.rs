@@ -98,14 +98,21 @@ async fn join_once(cluster: &Cluster, addr: Multiaddr) -> Result<PeerId, String>
 /// Dials members that are not connected, so that Raft, gossip and Bitswap between members never
 /// wait for a dial.
 async fn keep_connected(cluster: Cluster) {
+    let consensus = &cluster.inner.consensus;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut seen = consensus.membership_index();
     loop {
-        tick.tick().await;
+        // A member that just joined is dialled at once: until then nobody here knows its
+        // addresses, nor it theirs, and reads from it (or its reads) fail.
+        tokio::select! {
+            _ = tick.tick() => {}
+            now = consensus.membership_changed(seen) => seen = now,
+        }
         let connected: Vec<PeerId> = match cluster.inner.swarm.peers().await {
             Ok(p) => p.into_iter().map(|p| p.peer).collect(),
             Err(_) => return,
         };
-        for m in cluster.inner.consensus.members() {
+        for m in consensus.members() {
             if m.peer == cluster.inner.local || connected.contains(&m.peer) {
                 continue;
             }
