@@ -5,6 +5,7 @@
 //! reached by dotted paths (`Addresses.API`) exactly as `ipfs config` reaches them.
 
 mod keys;
+mod routing;
 mod size;
 mod value;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyError, get_key, set_key};
+pub use routing::{Routing, RoutingMode};
 pub use size::parse_size;
 pub use value::parse_value;
 
@@ -183,23 +185,6 @@ pub struct Mdns {
     pub enabled: bool,
 }
 
-/// `Routing`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Routing {
-    /// `none` (default: only connected and peered nodes are asked for blocks) or `dht`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        Self {
-            kind: "none".into(),
-        }
-    }
-}
-
 /// `API`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -277,15 +262,9 @@ impl Config {
         }
         parse_size(&self.datastore.storage_max)
             .map_err(|e| ("Datastore.StorageMax".to_string(), e))?;
-        match self.routing.kind.as_str() {
-            "none" | "dht" | "dhtclient" | "dhtserver" => {}
-            other => {
-                return Err((
-                    "Routing.Type".into(),
-                    format!("`{other}` is not one of none, dht, dhtclient, dhtserver"),
-                ));
-            }
-        }
+        self.routing
+            .mode()
+            .map_err(|e| ("Routing.Type".to_string(), e))?;
         Ok(())
     }
 
@@ -360,6 +339,18 @@ mod tests {
         v["Addresses"] = serde_json::json!({"API": "localhost:5001", "Gateway": "/ip4/127.0.0.1/tcp/2", "Swarm": []});
         let (key, _) = Config::from_value(v).unwrap_err();
         assert_eq!(key, "Addresses.API");
+    }
+
+    #[test]
+    fn routing_type_is_checked() {
+        let mut v = sample();
+        v["Routing"] = serde_json::json!({"Type": "dhtclient"});
+        let c = Config::from_value(v.clone()).unwrap();
+        assert_eq!(c.routing.mode(), Ok(RoutingMode::Client));
+        v["Routing"] = serde_json::json!({"Type": "kademlia"});
+        let (key, msg) = Config::from_value(v).unwrap_err();
+        assert_eq!(key, "Routing.Type");
+        assert!(msg.contains("kademlia"), "{msg}");
     }
 
     #[test]
