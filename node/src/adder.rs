@@ -120,6 +120,7 @@ pub struct StoreSink {
     only_hash: bool,
     pin: bool,
     stored: Stored,
+    pinned: Option<Stored>,
 }
 
 impl StoreSink {
@@ -134,7 +135,15 @@ impl StoreSink {
             only_hash: options.only_hash,
             pin: options.pin,
             stored: Box::new(stored),
+            pinned: None,
         }
+    }
+
+    /// `pinned` is called with the roots once they are pinned (the node announces them in the
+    /// DHT when routing is on).
+    pub fn on_pinned(mut self, pinned: impl Fn(Vec<Cid>) + Send + 'static) -> Self {
+        self.pinned = Some(Box::new(pinned));
+        self
     }
 }
 
@@ -154,10 +163,13 @@ impl BlockSink for StoreSink {
         if self.only_hash || !self.pin {
             return Ok(());
         }
-        for root in roots {
+        for root in &roots {
             self.store
-                .pin(&root, PinMode::Recursive)
+                .pin(root, PinMode::Recursive)
                 .map_err(|e| format!("cannot pin {root}: {e}"))?;
+        }
+        if let Some(pinned) = &self.pinned {
+            pinned(roots);
         }
         Ok(())
     }

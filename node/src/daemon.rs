@@ -96,11 +96,19 @@ fn swarm_config(config: &crate::Config) -> Result<crate::swarm::SwarmConfig, Dae
             .collect::<Result<_, _>>()?;
         peering.push((id, addrs));
     }
+    let routing = config
+        .routing
+        .mode()
+        .map_err(|message| DaemonError::Address {
+            key: "Routing.Type",
+            message,
+        })?;
     Ok(crate::swarm::SwarmConfig {
         listen,
         announce,
         peering,
         bootstrap,
+        routing,
     })
 }
 
@@ -167,6 +175,7 @@ pub async fn run(
     node.set_swarm(swarm);
     node.set_listen_addrs(swarm_addrs);
     node.set_protocols(protocols);
+    tokio::spawn(crate::reprovider::run(node.clone(), stop_rx.clone()));
 
     let extension = match extension {
         Some(ext) => Some(

@@ -16,6 +16,7 @@ pub mod ipld;
 mod node;
 mod pinning;
 mod repo;
+mod reprovider;
 pub mod swarm;
 pub mod unixfs;
 

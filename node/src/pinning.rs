@@ -164,5 +164,6 @@ pub(crate) async fn pin_complete(
     .await
     .map_err(|e| e.to_string())??;
     node.announce(announce);
+    node.provide_roots(vec![root]);
     Ok(())
 }

@@ -3,10 +3,13 @@
 //!
 //! Peers listed in `Peering.Peers` are kept connected: when a connection to one closes, it is
 //! redialled with exponential backoff (1 s doubling to 5 min), as Kubo's peering service does.
+//!
+//! With `Routing.Type` other than `none` the swarm also runs the Kademlia DHT ([`routing`]).
 
 mod behaviour;
 mod fetcher;
 mod provider;
+mod routing;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,9 +27,14 @@ use tessera_blockstore::Blockstore;
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use fetcher::BitswapFetcher;
+pub(crate) use routing::key as routing_key;
+pub use routing::{Provider, RoutingError};
 
 use behaviour::{Behaviour, BehaviourEvent};
 use provider::StoreProvider;
+use routing::{ProviderSearch, Queries, RoutingCommand};
+
+use crate::config::RoutingMode;
 
 /// The identify protocol version Kubo announces.
 const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
@@ -81,6 +89,7 @@ enum Command {
     AddAddress(PeerId, Multiaddr),
     Subscribe(String, mpsc::Sender<GossipMessage>),
     Publish(String, Vec<u8>),
+    Routing(RoutingCommand),
 }
 
 /// A gossipsub message as subscribers get it.
@@ -100,6 +109,8 @@ pub struct SwarmHandle {
     local: PeerId,
     connected: Arc<AtomicUsize>,
     streams: libp2p_stream::Control,
+    routing: RoutingMode,
+    dht_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for SwarmHandle {
@@ -204,6 +215,9 @@ impl SwarmHandle {
             handle: self.bitswap.clone(),
             session: Arc::new(self.bitswap.session().with_timeout(timeout)),
             connected: self.connected.clone(),
+            search: self.routing_enabled().then(|| ProviderSearch {
+                commands: self.commands.clone(),
+            }),
         }
     }
 }
@@ -217,8 +231,10 @@ pub struct SwarmConfig {
     pub announce: Vec<Multiaddr>,
     /// `Peering.Peers`: (peer, addresses) kept connected.
     pub peering: Vec<(PeerId, Vec<Multiaddr>)>,
-    /// `Bootstrap`: dialled once at start.
+    /// `Bootstrap`: dialled once at start (and, with the DHT on, put in its routing table).
     pub bootstrap: Vec<Multiaddr>,
+    /// `Routing.Type`.
+    pub routing: RoutingMode,
 }
 
 /// Builds the swarm, starts listening and spawns its task. Returns the handle and the addresses it
@@ -240,6 +256,7 @@ pub(crate) async fn start(
     let stream_behaviour = libp2p_stream::Behaviour::new();
     let streams = stream_behaviour.new_control();
     let mut stream_slot = Some(stream_behaviour);
+    let mut kad_slot = Some(routing::behaviour(local, config.routing));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -254,6 +271,7 @@ pub(crate) async fn start(
         .with_behaviour(|key| {
             let bitswap = slot.take().ok_or("behaviour built twice")?;
             let stream = stream_slot.take().ok_or("behaviour built twice")?;
+            let kad = kad_slot.take().ok_or("behaviour built twice")?;
             // Signed messages, strict validation: a receiver can trust `source` as the author and
             // check it against the cluster's membership.
             let gossip_config = gossipsub::ConfigBuilder::default()
@@ -274,6 +292,7 @@ pub(crate) async fn start(
                 ),
                 ping: ping::Behaviour::new(ping::Config::new()),
                 bitswap,
+                kad: kad.into(),
             })
         })
         .map_err(|e| SwarmError::Build(e.to_string()))?
@@ -291,6 +310,11 @@ pub(crate) async fn start(
     for addr in &config.announce {
         swarm.add_external_address(addr.clone());
     }
+    // With the DHT on and nothing to announce, the listen addresses are the node's addresses to
+    // the world, as Kubo announces them: Kademlia puts only external addresses in the provider
+    // records it sends, and a record without addresses is useless once its provider is not in the
+    // answering peer's routing table (a DHT client never is). There is no AutoNAT to confirm them.
+    let listen_is_external = config.routing != RoutingMode::Off && config.announce.is_empty();
     // Wait until every listener reports its address (port 0 resolves here).
     let mut listening = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -302,7 +326,12 @@ pub(crate) async fn start(
                 reason: "no listener came up in 10 s".into(),
             })?;
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => listening.push(address),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if listen_is_external {
+                    swarm.add_external_address(address.clone());
+                }
+                listening.push(address);
+            }
             SwarmEvent::ListenerError { error, .. }
             | SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
@@ -315,7 +344,7 @@ pub(crate) async fn start(
             _ => {}
         }
     }
-    let protocols = vec![
+    let mut protocols = vec![
         "/ipfs/bitswap/1.2.0".to_string(),
         "/ipfs/bitswap/1.1.0".into(),
         "/ipfs/bitswap/1.0.0".into(),
@@ -323,15 +352,22 @@ pub(crate) async fn start(
         "/ipfs/id/1.0.0".into(),
         "/ipfs/ping/1.0.0".into(),
     ];
+    // A DHT client asks but does not answer, so it does not advertise the protocol.
+    if config.routing == RoutingMode::Server {
+        protocols.push(routing::KAD_PROTOCOL.to_string());
+    }
 
     let (tx, rx) = mpsc::channel(64);
     let connected = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let handle = SwarmHandle {
         commands: tx,
         bitswap: bitswap_handle,
         local,
         connected: connected.clone(),
         streams,
+        routing: config.routing,
+        dht_ready: ready_rx,
     };
     let mut task = Task {
         swarm,
@@ -348,12 +384,15 @@ pub(crate) async fn start(
         conns: HashMap::new(),
         connected_count: connected,
         topics: HashMap::new(),
+        queries: Queries::new(ready_tx),
+        listen_is_external,
     };
     // Peering peers are dialled on the first tick, and again with backoff whenever not connected.
     let now = tokio::time::Instant::now();
     for (peer, _) in &config.peering {
         task.redial.insert(*peer, (now, Duration::from_secs(1)));
     }
+    Queries::seed(&mut task.swarm, &config.bootstrap, &config.peering);
     for addr in &config.bootstrap {
         let _ = task.swarm.dial(addr.clone());
     }
@@ -382,6 +421,10 @@ struct Task {
     connected_count: Arc<AtomicUsize>,
     /// Subscribers of each gossipsub topic.
     topics: HashMap<gossipsub::TopicHash, Vec<mpsc::Sender<GossipMessage>>>,
+    /// The DHT's queries in flight.
+    queries: Queries,
+    /// Listen addresses are announced as external ones (see [`start`]).
+    listen_is_external: bool,
 }
 
 impl Task {
@@ -463,6 +506,7 @@ impl Task {
                     Err(e) => tracing::debug!(%topic, error = %e, "cannot publish"),
                 }
             }
+            Command::Routing(cmd) => self.queries.on_command(&mut self.swarm, cmd),
             Command::KnownAddrs(reply) => {
                 let mut map: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for p in self.peer_infos() {
@@ -487,6 +531,12 @@ impl Task {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
+            SwarmEvent::NewListenAddr { address, .. } if self.listen_is_external => {
+                self.swarm.add_external_address(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } if self.listen_is_external => {
+                self.swarm.remove_external_address(&address);
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
@@ -580,6 +630,10 @@ impl Task {
                 ..
             })) => {
                 tracing::debug!(%peer_id, agent = %info.agent_version, "identified");
+                self.queries.on_identified(&mut self.swarm, peer_id, &info);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => {
+                self.queries.on_event(&mut self.swarm, event);
             }
             _ => {}
         }

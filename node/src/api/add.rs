@@ -157,11 +157,17 @@ pub fn add_multipart(
 ) -> std::io::Result<impl Stream<Item = AddEvent> + Send + 'static> {
     let rt = tokio::runtime::Handle::current();
     let n2 = node.clone();
+    let rt2 = rt.clone();
     let announce = move |cids: Vec<cid::Cid>| {
         let _enter = rt.enter();
         n2.announce(cids);
     };
-    let sink = adder::StoreSink::new(node.store().clone(), &options, announce);
+    let n3 = node.clone();
+    let provide = move |roots: Vec<cid::Cid>| {
+        let _enter = rt2.enter();
+        n3.provide_roots(roots);
+    };
+    let sink = adder::StoreSink::new(node.store().clone(), &options, announce).on_pinned(provide);
     add_multipart_into(sink, body, options)
 }
 
