@@ -16,6 +16,7 @@ mod pin;
 mod refs;
 mod repo;
 mod resolve;
+mod routing;
 mod stream;
 mod swarm;
 mod tar;
@@ -58,6 +59,10 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/api/v0/swarm/addrs", post(swarm::addrs))
         .route("/api/v0/swarm/addrs/listen", post(swarm::addrs_listen))
         .route("/api/v0/swarm/addrs/local", post(swarm::addrs_local))
+        .route("/api/v0/routing/findprovs", post(routing::findprovs))
+        .route("/api/v0/routing/provide", post(routing::provide))
+        .route("/api/v0/dht/findprovs", post(routing::findprovs))
+        .route("/api/v0/dht/provide", post(routing::provide))
         .route("/api/v0/bitswap/stat", post(swarm::bitswap_stat))
         .route("/api/v0/bitswap/wantlist", post(swarm::bitswap_wantlist))
         .route("/api/v0/bitswap/ledger", post(swarm::bitswap_ledger))
