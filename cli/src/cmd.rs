@@ -12,6 +12,7 @@ pub(crate) mod init;
 pub(crate) mod pin;
 pub(crate) mod refs;
 pub(crate) mod repo;
+pub(crate) mod routing;
 pub(crate) mod swarm;
 
 use std::path::PathBuf;

@@ -65,6 +65,9 @@ enum Command {
     /// Bitswap status.
     #[command(subcommand)]
     Bitswap(cmd::swarm::BitswapCommand),
+    /// Content routing over the DHT (with `Routing.Type dht`): find and announce providers.
+    #[command(subcommand)]
+    Routing(cmd::routing::RoutingCommand),
     /// Show this node's identity and addresses.
     Id(cmd::info::IdArgs),
     /// Show the version.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
             Command::Repo(c) => cmd::repo::run(&ctx, c).await,
             Command::Swarm(c) => cmd::swarm::run(&ctx, c).await,
             Command::Bitswap(c) => cmd::swarm::bitswap(&ctx, c).await,
+            Command::Routing(c) => cmd::routing::run(&ctx, c).await,
             Command::Id(a) => cmd::info::id(&ctx, a).await,
             Command::Version(a) => cmd::info::version(&ctx, a).await,
             Command::Config(a) => cmd::config::run(&ctx, a).await,
