@@ -5,15 +5,29 @@
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Frames shorter than this go out in one write with their length.
+const ONE_WRITE_BELOW: usize = 16 * 1024;
+
 /// Writes one frame.
+///
+/// Each write to a Yamux stream leaves as at least one Yamux frame, Noise frame and `write(2)`,
+/// so a small frame (requests, acknowledgements) is written with its length in one go; a large
+/// one is not copied for that.
 pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(
     s: &mut S,
     data: &[u8],
 ) -> std::io::Result<()> {
     let len = u32::try_from(data.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
-    s.write_all(&len.to_be_bytes()).await?;
-    s.write_all(data).await?;
+    if data.len() < ONE_WRITE_BELOW {
+        let mut buf = Vec::with_capacity(4 + data.len());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(data);
+        s.write_all(&buf).await?;
+    } else {
+        s.write_all(&len.to_be_bytes()).await?;
+        s.write_all(data).await?;
+    }
     s.flush().await
 }
 
@@ -51,5 +65,13 @@ mod tests {
         assert!(read_frame(&mut r, 4).await.is_err());
         let mut r = futures::io::Cursor::new(buf[..6].to_vec());
         assert!(read_frame(&mut r, 5).await.is_err(), "truncated frame");
+        // Both ways of writing (small: one write; large: two) read back alike.
+        let big: Vec<u8> = (0..ONE_WRITE_BELOW + 3).map(|i| i as u8).collect();
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &big).await.unwrap();
+        write_frame(&mut buf, b"").await.unwrap();
+        let mut r = futures::io::Cursor::new(buf);
+        assert_eq!(read_frame(&mut r, big.len()).await.unwrap(), big);
+        assert!(read_frame(&mut r, 0).await.unwrap().is_empty());
     }
 }
