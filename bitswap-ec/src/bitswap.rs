@@ -18,8 +18,8 @@
 //! // Put `behaviour` in the node's #[derive(NetworkBehaviour)] beside
 //! // identify (Helia only sends wants to peers whose identify lists a
 //! // Bitswap protocol), build the swarm's Yamux with
-//! // `bitswap::yamux_config()` (see its docs: Helia's frames otherwise kill
-//! // connections), and poll the swarm on tokio. Keep `handle` (cheap to
+//! // `bitswap::yamux_config()` (see `muxer.rs`: Helia's frames otherwise kill
+//! // connections, and Kubo pays for small frames), and poll the swarm on tokio. Keep `handle` (cheap to
 //! // clone) for the DAG service:
 //! let session = handle.session();
 //! let block = session.get(cid).await?; // verified against its CID
