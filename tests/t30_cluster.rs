@@ -43,6 +43,7 @@ fn start_cluster_with(n: usize, founder_config: &[(&str, &str)]) -> Result<Vec<N
         peers.push(p);
     }
     wait_members(&peers, n)?;
+    tessera_tests::wait_cluster_metrics(&peers, n)?;
     Ok(peers)
 }
 

@@ -60,14 +60,9 @@ fn start_cluster(n: usize) -> Result<Vec<Node>> {
         p.start_daemon()?;
         peers.push(p);
     }
-    for p in &peers {
-        wait_for("every member alive", Duration::from_secs(90), || {
-            let out = p.ok(&["health", "metrics", "ping"]).ok()?;
-            (out.lines().filter(|l| !l.contains("EXPIRED")).count() == n).then_some(())
-        })?;
-    }
+    tessera_tests::wait_cluster_metrics(&peers, n)?;
     // Metrics travel by gossip through any member; reads need a connection to each holder, which
-    // a peer that joined last gets once it has learnt every member's address (every 2 s).
+    // a member dials as soon as it learns of the others.
     for p in &peers {
         wait_for("every member connected", Duration::from_secs(60), || {
             let out = p.ok(&["swarm", "peers"]).ok()?;

@@ -105,6 +105,23 @@ pub fn wait_for<T>(
     }
 }
 
+/// Waits until every running peer of a cluster holds live metrics from `n` peers. The allocator
+/// places pins only on peers whose metrics it holds, and those travel by gossip every
+/// `Cluster.MetricInterval`: a cluster whose members all answer may not have heard them yet.
+pub fn wait_cluster_metrics(peers: &[Node], n: usize) -> Result<()> {
+    for p in peers.iter().filter(|p| p.is_running()) {
+        wait_for(
+            &format!("live metrics from {n} peers"),
+            Duration::from_secs(90),
+            || {
+                let out = p.ok(&["health", "metrics", "ping"]).ok()?;
+                (out.lines().filter(|l| !l.contains("EXPIRED")).count() >= n).then_some(())
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// A repo folder, with or without a running daemon.
 pub struct Node {
     /// Holds the temporary folder.
