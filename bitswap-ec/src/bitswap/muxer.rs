@@ -191,7 +191,90 @@ pub struct Error(yamux::ConnectionError);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::AsyncWriteExt;
+    use futures::future::poll_fn;
+    use libp2p::core::muxing::StreamMuxerExt;
+
     use super::*;
+
+    /// A transport that keeps what is written to it and never has anything to read.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<u8>>>);
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Body lengths of the Yamux data frames in `wire` (12-byte headers: version, type, flags,
+    /// stream id, length; type 0 is data, whose body follows).
+    fn data_frames(wire: &[u8]) -> Vec<usize> {
+        let mut lens = Vec::new();
+        let mut at = 0;
+        while at + 12 <= wire.len() {
+            let len = u32::from_be_bytes(wire[at + 8..at + 12].try_into().unwrap()) as usize;
+            at += 12;
+            if wire[at - 11] == 0 {
+                lens.push(len);
+                at += len;
+            }
+        }
+        lens
+    }
+
+    #[test]
+    fn a_large_write_leaves_in_large_frames() {
+        let wire = Recorder::default();
+        let mut muxer = futures::executor::block_on(
+            yamux_config().upgrade_outbound(wire.clone(), "/yamux/1.0.0"),
+        )
+        .unwrap();
+        let mut stream =
+            futures::executor::block_on(poll_fn(|cx| muxer.poll_outbound_unpin(cx))).unwrap();
+        // Within the 256 KiB window every peer starts with, so no window update is needed.
+        let data = vec![7u8; 200 * 1024];
+        let write = async {
+            stream.write_all(&data).await.unwrap();
+            stream.flush().await.unwrap();
+        };
+        let drive = poll_fn(|cx| {
+            let _ = muxer.poll_unpin(cx);
+            let sent: usize = data_frames(&wire.0.lock().unwrap()).iter().sum();
+            if sent >= data.len() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        futures::executor::block_on(futures::future::join(write, drive));
+        let frames = data_frames(&wire.0.lock().unwrap());
+        // rust-yamux's default would have sent 13 frames of at most 16 KiB.
+        assert_eq!(frames, vec![data.len()], "{frames:?}");
+    }
 
     #[test]
     fn budget_caps_windows_at_one_mib() {
