@@ -22,8 +22,6 @@ use crate::swarm::routing_key;
 
 /// How often the whole pinset is announced again: Kubo's `Reprovider.Interval` default.
 pub(crate) const REPROVIDE_INTERVAL: Duration = Duration::from_secs(22 * 60 * 60);
-/// Provide queries a round runs at once.
-const CONCURRENT_PROVIDES: usize = 8;
 
 impl Node {
     /// Announces freshly pinned roots in the background; a no-op with routing off. A failure is
@@ -39,8 +37,9 @@ impl Node {
             return;
         };
         rt.spawn(async move {
-            for root in roots {
-                match swarm.provide(root).await {
+            let mut results = Box::pin(swarm.provide_each(roots));
+            while let Some((root, r)) = results.next().await {
+                match r {
                     Ok(()) => tracing::debug!(%root, "provided"),
                     Err(e) => tracing::debug!(%root, error = %e, "not provided now"),
                 }
@@ -96,18 +95,14 @@ async fn round(node: &Node) {
         tracing::debug!(error = %e, "reprovide: cannot drop stale records");
     }
     let total = roots.len();
-    let failed = futures::stream::iter(roots)
-        .map(|root| {
-            let swarm = swarm.clone();
-            async move { swarm.provide(root).await.map_err(|e| (root, e)) }
-        })
-        .buffer_unordered(CONCURRENT_PROVIDES)
-        .filter_map(|r| async move { r.err() })
-        .fold(0usize, |n, (root, e)| async move {
+    let mut results = Box::pin(swarm.provide_each(roots));
+    let mut failed = 0usize;
+    while let Some((root, r)) = results.next().await {
+        if let Err(e) = r {
             tracing::debug!(%root, error = %e, "reprovide: not provided");
-            n + 1
-        })
-        .await;
+            failed += 1;
+        }
+    }
     tracing::info!(
         roots = total,
         failed,

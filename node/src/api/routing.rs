@@ -16,14 +16,13 @@ use serde::Serialize;
 use super::args::{Args, parse_cid};
 use super::error::{ApiError, ApiResult};
 use super::stream::ndjson;
+use super::swarm::swarm;
 use crate::ipld::walk;
 use crate::node::Node;
 use crate::swarm::{RoutingError, SwarmHandle};
 
 /// Kubo's `num-providers` default.
 const DEFAULT_NUM_PROVIDERS: i64 = 20;
-/// Provide queries `provide --recursive` runs at once.
-const CONCURRENT_PROVIDES: usize = 8;
 /// Blocks a recursive provide's walk fetches at once.
 const WALK_READ_AHEAD: usize = 32;
 
@@ -54,9 +53,7 @@ struct QueryEvent {
 
 /// The swarm, if it runs the DHT; else the error that says how to turn it on.
 fn routing(node: &Node) -> ApiResult<&SwarmHandle> {
-    let swarm = node.swarm().ok_or_else(|| {
-        ApiError::normal("this command must be run in online mode: the swarm is not running")
-    })?;
+    let swarm = swarm(node)?;
     if !swarm.routing_enabled() {
         return Err(ApiError::normal(RoutingError::Off));
     }
@@ -127,13 +124,8 @@ pub(crate) async fn provide(State(node): State<Node>, args: Args) -> ApiResult<R
     } else {
         roots
     };
-    let mut results = futures::stream::iter(cids)
-        .map(|cid| {
-            let swarm = swarm.clone();
-            async move { swarm.provide(cid).await }
-        })
-        .buffer_unordered(CONCURRENT_PROVIDES);
-    while let Some(r) = results.next().await {
+    let mut results = Box::pin(swarm.provide_each(cids));
+    while let Some((_, r)) = results.next().await {
         r.map_err(ApiError::normal)?;
     }
     Ok(ndjson(futures::stream::empty::<ApiResult<QueryEvent>>()))

@@ -14,7 +14,8 @@ use super::stream::{CidLink, json};
 use crate::node::Node;
 use crate::swarm::SwarmHandle;
 
-fn swarm(node: &Node) -> ApiResult<&SwarmHandle> {
+/// The swarm, or the error Kubo gives offline.
+pub(super) fn swarm(node: &Node) -> ApiResult<&SwarmHandle> {
     node.swarm().ok_or_else(|| {
         ApiError::normal("this command must be run in online mode: the swarm is not running")
     })

@@ -15,6 +15,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use cid::Cid;
+use futures::{Stream, StreamExt};
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, RecordKey};
 use libp2p::multiaddr::Protocol;
@@ -41,6 +42,8 @@ const MAX_RECORDS: usize = 1024;
 const MAX_RECORD_BYTES: usize = 10 << 10;
 /// Most providers `routing/findprovs` reports for one request.
 pub(crate) const MAX_FIND_PROVIDERS: usize = 1000;
+/// Provide queries one caller runs at once: each waits on several peers, so a few overlap well.
+const CONCURRENT_PROVIDES: usize = 8;
 /// How long provider records stay valid on the peers that hold them: Kubo's 48 hours. The
 /// reprovider renews ours every 22 hours.
 const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(48 * 60 * 60);
@@ -230,6 +233,21 @@ impl SwarmHandle {
         self.check_routing()?;
         self.ask(|tx| Command::Routing(RoutingCommand::Provide(cid, tx)))
             .await?
+    }
+
+    /// Announces each of `cids`, [`CONCURRENT_PROVIDES`] at a time, and yields each outcome with
+    /// its CID as it comes (the API's `provide` and the reprovider both announce many keys).
+    pub(crate) fn provide_each(
+        &self,
+        cids: Vec<Cid>,
+    ) -> impl Stream<Item = (Cid, Result<(), RoutingError>)> + Send + 'static {
+        let swarm = self.clone();
+        futures::stream::iter(cids)
+            .map(move |cid| {
+                let swarm = swarm.clone();
+                async move { (cid, swarm.provide(cid).await) }
+            })
+            .buffer_unordered(CONCURRENT_PROVIDES)
     }
 
     /// Stops announcing every key but `keep`.
