@@ -20,14 +20,17 @@ fn dht_node(kind: &str) -> Result<Node> {
     Ok(n)
 }
 
-/// Adds `data` on `node` and returns the root CID.
-fn add(node: &Node, data: &[u8]) -> Result<String> {
-    let f = node.dir.path().join("f");
-    std::fs::write(&f, data)?;
-    Ok(node
-        .ok(&["add", "-Q", f.to_str().unwrap()])?
-        .trim()
-        .to_string())
+/// Three daemons of these `Routing.Type`s in a line: A and C each connected to B only.
+fn line(kinds: [&str; 3]) -> Result<[Node; 3]> {
+    let [a, b, c] = [
+        dht_node(kinds[0])?,
+        dht_node(kinds[1])?,
+        dht_node(kinds[2])?,
+    ];
+    let b_addr = b.swarm_addr()?;
+    a.ok(&["swarm", "connect", &b_addr])?;
+    c.ok(&["swarm", "connect", &b_addr])?;
+    Ok([a, b, c])
 }
 
 /// `tessera cat` on `node` returns exactly `data`.
@@ -58,18 +61,13 @@ fn connected(node: &Node, peer: &str) -> bool {
 #[test]
 fn a_provider_is_found_through_the_dht_and_read_from() -> Result<()> {
     tessera_tests::use_built_binary!();
-    let a = dht_node("dht")?;
-    let b = dht_node("dht")?;
-    let c = dht_node("dht")?;
+    let [a, b, c] = line(["dht", "dht", "dht"])?;
     let (a_id, c_id) = (peer_id(&a)?, peer_id(&c)?);
     assert!(a.ok(&["id"])?.contains("/ipfs/kad/1.0.0"));
-    let b_addr = b.swarm_addr()?;
-    a.ok(&["swarm", "connect", &b_addr])?;
-    c.ok(&["swarm", "connect", &b_addr])?;
 
     // 1.2 MB: a root and five leaves; only the root is announced (the roots strategy).
     let data = pseudo_random(1_200_000, 41);
-    let cid = add(&a, &data)?;
+    let cid = a.add_bytes(&data)?;
     wait_for(
         "C to find A's provider record through B",
         Duration::from_secs(30),
@@ -106,20 +104,15 @@ fn a_provider_is_found_through_the_dht_and_read_from() -> Result<()> {
 #[test]
 fn a_read_dials_the_provider_the_dht_names() -> Result<()> {
     tessera_tests::use_built_binary!();
-    let a = dht_node("dhtclient")?;
-    let b = dht_node("dhtserver")?;
-    let c = dht_node("dhtclient")?;
+    let [a, b, c] = line(["dhtclient", "dhtserver", "dhtclient"])?;
     let a_id = peer_id(&a)?;
     assert!(
         !a.ok(&["id"])?.contains("/ipfs/kad/"),
         "a client does not advertise the DHT"
     );
-    let b_addr = b.swarm_addr()?;
-    a.ok(&["swarm", "connect", &b_addr])?;
-    c.ok(&["swarm", "connect", &b_addr])?;
 
     let data = pseudo_random(600_000, 42);
-    let cid = add(&a, &data)?;
+    let cid = a.add_bytes(&data)?;
     wait_for(
         "B to hold A's provider record",
         Duration::from_secs(30),
@@ -135,12 +128,7 @@ fn a_read_dials_the_provider_the_dht_names() -> Result<()> {
 fn routing_is_off_by_default_and_says_how_to_turn_it_on() -> Result<()> {
     tessera_tests::use_built_binary!();
     let a = Node::start()?;
-    let f = a.dir.path().join("f");
-    std::fs::write(&f, b"hello")?;
-    let cid = a
-        .ok(&["add", "-Q", f.to_str().unwrap()])?
-        .trim()
-        .to_string();
+    let cid = a.add_bytes(b"hello")?;
     assert!(!a.ok(&["id"])?.contains("/ipfs/kad/"));
     for cmd in [
         vec!["routing", "findprovs", cid.as_str()],

@@ -95,14 +95,6 @@ fn wait_pinned_on(peer: &Node, cid: &str, count: usize) -> Result<()> {
     )
 }
 
-fn add_bytes(n: &Node, data: &[u8]) -> Result<String> {
-    let out = n.run_with_stdin(&["add", "-Q"], Some(data))?;
-    if !out.status.success() {
-        bail!("add failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn rest_post(n: &Node, path: &str) -> Result<Value> {
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}{path}", n.cluster_url()?))
@@ -120,7 +112,7 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
     tessera_tests::use_built_binary!();
     let mut peers = start_cluster(3)?;
     // `pin add` through the Kubo path of a follower becomes a cluster pin held by every peer.
-    let cid = add_bytes(&peers[0], &tessera_tests::pseudo_random(300_000, 1))?;
+    let cid = peers[0].add_bytes(&tessera_tests::pseudo_random(300_000, 1))?;
     peers[1].ok(&["pin", "add", &cid])?;
     wait_pinned_on(&peers[2], &cid, 3)?;
     let out = peers[2].ok(&["status", &cid])?;
@@ -146,7 +138,7 @@ fn three_peers_pin_everywhere_and_survive_the_leader() -> Result<()> {
         leader(&peers).filter(|l| *l != old)
     })?;
     let survivor = (0..3).find(|i| *i != old && *i != new).unwrap();
-    let cid2 = add_bytes(&peers[new], b"after the leader died")?;
+    let cid2 = peers[new].add_bytes(b"after the leader died")?;
     peers[survivor].ok(&[
         "pin",
         "add",
@@ -179,9 +171,9 @@ fn a_stopped_peer_catches_up_and_unpins() -> Result<()> {
             && peers[0].prometheus("tessera_cluster_voters") == Some(2.0))
         .then_some(())
     })?;
-    let a = add_bytes(&peers[0], b"first while c is down")?;
-    let b = add_bytes(&peers[0], b"second while c is down")?;
-    let gone = add_bytes(&peers[0], b"pinned then removed while c is down")?;
+    let a = peers[0].add_bytes(b"first while c is down")?;
+    let b = peers[0].add_bytes(b"second while c is down")?;
+    let gone = peers[0].add_bytes(b"pinned then removed while c is down")?;
     peers[0].ok(&["pin", "add", &gone])?;
     wait_pinned_on(&peers[0], &gone, 3)?;
     peers[2].stop()?;
@@ -210,7 +202,7 @@ fn a_stopped_peer_catches_up_and_unpins() -> Result<()> {
     let imported = fresh.ok(&["pin", "ls", "--cluster", "-q"])?;
     assert!(imported.contains(&a) && imported.contains(&b), "{imported}");
     // A pin with an expiry goes away by itself.
-    let brief = add_bytes(&peers[0], b"expires soon")?;
+    let brief = peers[0].add_bytes(b"expires soon")?;
     peers[0].ok(&["pin", "add", &brief, "--expire-in", "1s", "--name", "brief"])?;
     wait_for("the expired pin to go", Duration::from_secs(30), || {
         let pins = peers[1].ok(&["pin", "ls", "--cluster", "-q"]).ok()?;
@@ -328,7 +320,7 @@ fn kill_9_during_a_burst_loses_no_acknowledged_pin() -> Result<()> {
 fn five_peers_replicate_and_reallocate() -> Result<()> {
     tessera_tests::use_built_binary!();
     let mut peers = start_cluster(5)?;
-    let cid = add_bytes(&peers[0], &tessera_tests::pseudo_random(600_000, 5))?;
+    let cid = peers[0].add_bytes(&tessera_tests::pseudo_random(600_000, 5))?;
     let pin = rest_post(
         &peers[3],
         &format!("/pins/{cid}?replication-min=2&replication-max=3&name=five"),
@@ -388,7 +380,7 @@ fn five_peers_replicate_and_reallocate() -> Result<()> {
     let new = wait_for("a new leader", Duration::from_secs(30), || {
         leader(&peers).filter(|l| *l != old)
     })?;
-    let cid3 = add_bytes(&peers[new], b"after two peers died")?;
+    let cid3 = peers[new].add_bytes(b"after two peers died")?;
     rest_post(
         &peers[new],
         &format!("/pins/{cid3}?replication-min=1&replication-max=2"),

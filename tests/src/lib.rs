@@ -356,6 +356,15 @@ impl Node {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `tessera add -Q` of `data` from stdin; returns the root CID.
+    pub fn add_bytes(&self, data: &[u8]) -> Result<String> {
+        let out = self.run_with_stdin(&["add", "-Q"], Some(data))?;
+        if !out.status.success() {
+            bail!("add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// Runs a command that must fail with exit code 1; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
