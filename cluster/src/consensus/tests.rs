@@ -118,6 +118,16 @@ impl Harness {
         node.shutdown().await;
     }
 
+    /// Starts a fresh node and has `via` add it as a member (a voter if `voter` and there is room).
+    async fn join(&self, via: &Consensus, voter: bool) -> Consensus {
+        let node = self.start(PeerId::random()).await;
+        let peer = node.inner.local;
+        via.add_member(peer, vec![Self::addr(&peer)], voter)
+            .await
+            .unwrap();
+        node
+    }
+
     /// Initializes the first node and adds the others as voters.
     async fn form(&self, count: usize) -> Vec<Consensus> {
         let mut nodes = Vec::new();
@@ -340,12 +350,8 @@ async fn the_leader_can_remove_itself_and_members_join_through_a_follower() {
         .iter()
         .find(|n| n.status().role == "follower")
         .unwrap();
-    let joiner = harness.start(PeerId::random()).await;
+    let joiner = harness.join(follower, true).await;
     let peer = joiner.inner.local;
-    follower
-        .add_member(peer, vec![Harness::addr(&peer)], true)
-        .await
-        .unwrap();
     assert!(follower.members().iter().any(|m| m.peer == peer && m.voter));
     eventually("the joiner has the pinset", || {
         joiner.get(&cid(1)).unwrap() == Some(pin(1))
@@ -360,12 +366,8 @@ async fn a_membership_change_wakes_whoever_waits_for_one() {
     let follower = nodes[1].clone();
     let seen = follower.membership_index();
     let waiter = tokio::spawn(async move { follower.membership_changed(seen).await });
-    let joiner = harness.start(PeerId::random()).await;
+    let joiner = harness.join(&nodes[0], false).await;
     let peer = joiner.inner.local;
-    nodes[0]
-        .add_member(peer, vec![Harness::addr(&peer)], false)
-        .await
-        .unwrap();
     let now = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("the follower saw the new member within 20 s")
@@ -387,12 +389,8 @@ async fn members_beyond_max_voters_stay_learners() {
     };
     let harness = Harness::new(config);
     let nodes = harness.form(1).await;
-    let learner = harness.start(PeerId::random()).await;
+    let learner = harness.join(&nodes[0], true).await;
     let peer = learner.inner.local;
-    nodes[0]
-        .add_member(peer, vec![Harness::addr(&peer)], true)
-        .await
-        .unwrap();
     let members = nodes[0].members();
     assert_eq!(members.len(), 2);
     assert!(members.iter().any(|m| m.peer == peer && !m.voter));
@@ -414,12 +412,7 @@ async fn voters_that_die_over_time_are_replaced_and_the_quorum_holds() {
     let harness = Harness::new(config);
     let mut nodes = harness.form(3).await;
     for _ in 0..3 {
-        let learner = harness.start(PeerId::random()).await;
-        let peer = learner.inner.local;
-        nodes[0]
-            .add_member(peer, vec![Harness::addr(&peer)], true)
-            .await
-            .unwrap();
+        let learner = harness.join(&nodes[0], true).await;
         nodes.push(learner);
     }
     let leader = nodes[0].clone();
