@@ -147,6 +147,15 @@ class Kubo:
             self.p.wait(timeout=60)
 
 
+def report(lines, write):
+    """Prints a benchmark's table, and appends it to BENCHMARKS.md when asked (--write)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if write:
+        with open(ROOT / "BENCHMARKS.md", "a") as f:
+            f.write("\n" + text)
+
+
 def timed(fn):
     t = time.perf_counter()
     v = fn()
@@ -210,11 +219,7 @@ def main():
         )
     if peak is not None:
         lines += ["", f"Peak RSS of the tessera daemon while adding {human(big)} streamed from stdin: {peak / MiB:.0f} MiB."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write("\n" + text)
+    report(lines, a.write)
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
 

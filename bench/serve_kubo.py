@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from add_cat import Kubo, Tessera, human, make_file, parse_size  # noqa: E402
+from add_cat import Kubo, Tessera, human, make_file, parse_size, report  # noqa: E402
 from transfer import kubo_addr, tessera_addr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,11 +99,7 @@ def main():
         )
     wins = sum(a[0] >= b[0] for a, b in zip(runs["tessera"], runs["Kubo"]))
     lines += ["", f"tessera was at least as fast as Kubo in {wins} of {a.rounds} rounds."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write("\n" + text)
+    report(lines, a.write)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from add_cat import Kubo, Tessera, human, make_file, parse_size  # noqa: E402
+from add_cat import Kubo, Tessera, human, make_file, parse_size, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -120,11 +120,7 @@ def main():
     for size, r in rows:
         a1, b1, b2, a2 = (x / MiB for x in r["pairs"])
         lines.append(f"- {human(size)}: tessera -> Kubo {a1:.0f}, Kubo -> Kubo {b1:.0f}, Kubo -> Kubo {b2:.0f}, tessera -> Kubo {a2:.0f} MiB/s")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(ROOT / "BENCHMARKS.md", "a") as f:
-            f.write("\n" + text)
+    report(lines, a.write)
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
 
